@@ -492,7 +492,7 @@ REAL_AUDIO = AudioArgs(
 # Tiny shapes for tests: deliberately unusual (odd head counts, GQA 3:1, head_dim != dim/heads).
 TINY_MODEL = ModelArgs(
     dim=96, n_layers=2, n_heads=6, n_kv_heads=2, head_dim=20, hidden_dim=160, vocab_size=3000,
-    rope_theta=1e6, norm_eps=1e-5, sliding_window=64, ada_t_cond_dim=32,
+    rope_theta=1e6, norm_eps=1e-5, sliding_window=24, ada_t_cond_dim=32,
     encoder=EncoderArgs(
         dim=64, n_layers=2, n_heads=3, head_dim=24, hidden_dim=112, rope_theta=1e6, norm_eps=1e-5,
         sliding_window=40, use_biases=True, num_mel_bins=128, sampling_rate=16000, hop_length=160,
