@@ -161,6 +161,16 @@ class CausalConv(nn.Module):
         self.left = 3 - stride
         # [left, c_in] last input frames of the previous chunk; allocated by VoxtralRealtime.setup_caches.
         self.register_buffer("state", None, persistent=False)
+        self.linear: nn.Linear | None = None  # set by to_linear() for export
+
+    def to_linear(self) -> None:
+        """Replace the conv weight by an equivalent nn.Linear [out, 3 * in] (tap-major) so export sees a
+        plain linear layer with a constant weight (XNNPACK delegates it; the permute is not traced)."""
+        w = self.conv.weight.detach().permute(0, 2, 1).reshape(self.conv.out_channels, -1)
+        self.linear = nn.Linear(w.shape[1], w.shape[0], bias=True, dtype=w.dtype)
+        self.linear.weight = nn.Parameter(w.contiguous())
+        self.linear.bias = nn.Parameter(self.conv.bias.detach().clone())
+        del self.conv.weight, self.conv.bias
 
     def forward(self, x: torch.Tensor, keep_state: torch.Tensor) -> torch.Tensor:
         """x [T, c_in] -> [T / stride, c_out]; keep_state is 0.0 at the start of a stream (zero left pad)."""
@@ -172,6 +182,8 @@ class CausalConv(nn.Module):
             taps = torch.cat([xp[0:t], xp[1 : t + 1], xp[2 : t + 2]], dim=1)
         else:  # stride 2: out[j] sees inputs 2j-1, 2j, 2j+1 (xp is shifted by one)
             taps = torch.cat([xp[0:t].reshape(t // 2, -1), xp[2 : t + 1 : 2]], dim=1)
+        if self.linear is not None:
+            return self.linear(taps)
         w = self.conv.weight.permute(0, 2, 1).reshape(self.conv.out_channels, -1)  # [out, 3 * in], tap-major
         return F.linear(taps, w, self.conv.bias)
 
@@ -202,11 +214,12 @@ class WhisperEncoder(nn.Module):
     def __init__(self, a: EncoderArgs) -> None:
         super().__init__()
         self.args = a
+        self.dtype = torch.float32  # set by VoxtralRealtime.setup_caches
         self.conv_layers = nn.ModuleList([CausalConv(a.num_mel_bins, a.dim, 1), CausalConv(a.dim, a.dim, 2)])
         self.transformer = Transformer(a)
 
     def forward(self, mel: torch.Tensor, start: int, keep_state: torch.Tensor) -> torch.Tensor:
-        x = mel[0].transpose(0, 1).to(self.conv_layers[0].conv.weight.dtype)  # [T, n_mels]
+        x = mel[0].transpose(0, 1).to(self.dtype)  # [T, n_mels]
         x = F.gelu(self.conv_layers[0](x, keep_state))
         x = F.gelu(self.conv_layers[1](x, keep_state))  # [T/2, dim]
         x = x[None]  # [1, T/2, dim]
@@ -261,6 +274,7 @@ class VoxtralRealtime(nn.Module):
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
         self.layers = nn.ModuleList(DecoderLayer(args) for _ in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output: nn.Linear | None = None  # untied LM head (export with quantization); None = tied
         self.max_enc_tokens = 0
         self.max_dec_tokens = 0
 
@@ -280,11 +294,17 @@ class VoxtralRealtime(nn.Module):
             layer.attention.cache = RingKVCache(e.n_heads, e.head_dim, e.sliding_window, enc_frames, dtype)
         for layer in self.layers:
             layer.attention.cache = RingKVCache(a.n_kv_heads, a.head_dim, a.sliding_window, max_dec_tokens, dtype)
+        self.whisper_encoder.dtype = self.dtype
         c1, c2 = self.whisper_encoder.conv_layers
         # Registered as buffers so export sees them as mutable state.
         c1.register_buffer("state", torch.zeros(c1.left, c1.conv.in_channels, dtype=self.dtype), persistent=False)
         c2.register_buffer("state", torch.zeros(c2.left, c2.conv.in_channels, dtype=self.dtype), persistent=False)
         self.max_enc_tokens, self.max_dec_tokens = max_enc_tokens, max_dec_tokens
+
+    def untie_head(self) -> None:
+        """Give the LM head its own weight so the embedding and the head can be quantized differently."""
+        self.output = nn.Linear(self.args.dim, self.args.vocab_size, bias=False, dtype=self.dtype)
+        self.output.weight = nn.Parameter(self.tok_embeddings.weight.detach().clone())
 
     # ---- the three compute steps (each is one exported method)
 
@@ -315,4 +335,6 @@ class VoxtralRealtime(nn.Module):
             h = layer(h, start, cos, sin, t_cond)
         if not all_logits:
             h = h[:, -1]
-        return F.linear(self.norm(h), self.tok_embeddings.weight).float()  # tied head
+        h = self.norm(h)
+        logits = self.output(h) if self.output is not None else F.linear(h, self.tok_embeddings.weight)  # tied head
+        return logits.float()

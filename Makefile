@@ -1,0 +1,47 @@
+# voxtral-rt: two commands do everything on a fresh machine:
+#   make demo   set up, export the embedded model, build the runner, transcribe a bundled clip
+#   make test   set up, build, run every test
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+PIP   := $(VENV)/bin/pip
+BUILD ?= build/release
+DEB_PKGS := libgflags-dev nlohmann-json3-dev libsndfile1-dev libsoxr-dev espeak-ng sox
+ART   ?= artifacts
+
+.PHONY: setup deps-debian runner runner-asan test test-python demo clean
+
+setup: $(VENV)/.stamp deps-debian
+
+# torch first, pinned: the local CPU build; an unpinned resolve would fetch CUDA wheels.
+$(VENV)/.stamp: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+# C++ dependencies come from Debian; install only what is missing (needs root or sudo).
+deps-debian:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+runner: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cmake --preset release >/dev/null
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cmake --build --preset release -j2
+
+runner-asan: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cmake --preset asan >/dev/null
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cmake --build --preset asan -j2
+
+test-python: setup
+	$(PY) -m pytest -q
+
+test: setup runner
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf build $(ART)

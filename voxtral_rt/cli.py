@@ -1,0 +1,123 @@
+"""Command line: `python -m voxtral_rt {synth,transcribe,eval} ...`. Thin: parse, validate, call the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+class UsageError(Exception):
+    pass
+
+
+def _cmd_synth(a: argparse.Namespace) -> int:
+    from .synth import synth
+
+    t0 = time.time()
+    synth(a.out_dir, preset=a.preset, seed=a.seed, fmt=a.format)
+    print(f"wrote {a.preset} checkpoint ({a.format}) to {a.out_dir} in {time.time() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _find_tokenizer(explicit: str | None, *dirs: Path) -> Path:
+    if explicit:
+        return Path(explicit)
+    for d in dirs:
+        if (d / "tekken.json").exists():
+            return d / "tekken.json"
+    raise UsageError(f"no tekken.json found in {', '.join(map(str, dirs))}; pass --tokenizer")
+
+
+def make_engine(model_dir: str | None, pte: str | None, dtype: str):
+    """Build the engine (eager model or .pte) and return it with the directory to look for tekken.json in."""
+    import torch
+
+    if pte:
+        from .pte import PteEngine
+
+        return PteEngine(pte), Path(pte).parent
+    from .checkpoint import load_model
+    from .protocol import EagerEngine
+
+    model, _ = load_model(model_dir, dtype={"fp32": torch.float32, "bf16": torch.bfloat16}[dtype])
+    return EagerEngine(model.eval()), Path(model_dir)
+
+
+def _cmd_transcribe(a: argparse.Namespace) -> int:
+    from .audio import load_audio
+    from .protocol import transcribe
+    from .tokenizer import Tekken
+
+    if a.pte:
+        if len(a.paths) != 1:
+            raise UsageError("with --pte give only AUDIO")
+        model_dir, audio_path = None, a.paths[0]
+    else:
+        if len(a.paths) != 2:
+            raise UsageError("usage: transcribe MODEL_DIR AUDIO  (or: transcribe --pte model.pte AUDIO)")
+        model_dir, audio_path = a.paths
+        if not Path(model_dir).is_dir():
+            raise UsageError(f"{model_dir}: not a model directory")
+    if a.chunk_ms < 0:
+        raise UsageError("--chunk-ms must be >= 0")
+    audio = load_audio(audio_path)
+    engine, tok_dir = make_engine(model_dir, a.pte, a.dtype)
+    tok = Tekken.from_file(_find_tokenizer(a.tokenizer, tok_dir))
+    if hasattr(engine, "check_tokenizer"):
+        engine.check_tokenizer(tok)
+    elif tok.vocab_size != engine.model.args.vocab_size:
+        raise UsageError(f"tokenizer vocab size {tok.vocab_size} does not match the model's {engine.model.args.vocab_size}")
+    chunk = int(round(a.chunk_ms * tok.audio.sampling_rate / 1000))
+    if a.chunk_ms > 0 and chunk == 0:
+        raise UsageError("--chunk-ms is shorter than one sample")
+    t0 = time.time()
+    res = transcribe(engine, tok, audio, delay_ms=a.delay_ms, chunk_samples=chunk)
+    res["audio_s"] = len(audio) / tok.audio.sampling_rate
+    res["wall_s"] = time.time() - t0
+    if a.json:
+        print(json.dumps(res, ensure_ascii=False))
+    else:
+        print(res["text"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m voxtral_rt", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic checkpoint in the real on-disk format (random weights)")
+    s.add_argument("out_dir")
+    s.add_argument("--preset", choices=["tiny", "4b"], default="tiny", help="tiny: test shapes; 4b: the real shapes (8.9 GB)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--format", choices=["mistral", "hf"], default="mistral",
+                   help="mistral: params.json + consolidated.safetensors; hf: config.json + model.safetensors")
+    s.set_defaults(fn=_cmd_synth)
+
+    t = sub.add_parser("transcribe", help="transcribe an audio file (eager model or .pte)",
+                       description="transcribe MODEL_DIR AUDIO, or transcribe --pte model.pte AUDIO")
+    t.add_argument("paths", nargs="+", metavar="MODEL_DIR AUDIO")
+    t.add_argument("--pte", help="run an exported .pte (ExecuTorch Python runtime) instead of the eager model")
+    t.add_argument("--tokenizer", help="tekken.json (default: next to the model / .pte)")
+    t.add_argument("--delay-ms", type=float, default=None,
+                   help="transcription delay: a multiple of 80 ms in 80..1200, or 2400 (default: tekken.json's)")
+    t.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager model dtype")
+    t.add_argument("--chunk-ms", type=float, default=0, help="feed audio in chunks of N ms, as a live stream (0 = all at once)")
+    t.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, token_times_ms, ...")
+    t.set_defaults(fn=_cmd_transcribe)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as e:  # ConfigError, CheckpointError, AudioError are ValueErrors
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 1

@@ -1,0 +1,291 @@
+"""The streaming transcription protocol (mistral-common / vLLM), one code path for offline and live audio.
+
+stream = zeros(L tokens) ++ audio ++ (at flush) zeros(alignment + D + 1 + 10 tokens)
+prompt = [BOS] + [STREAMING_PAD] * (L + D); decoder input at position p = tok_emb(token_p) + audio_emb[p];
+every generated token is fed back. Offline transcription is `feed(all); flush()`.
+
+The session talks to the model only through an `Engine` (eager PyTorch here, the .pte in `pte.py`), and
+its state fields are named like the C++ runner's so the two can be compared step by step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .config import AudioArgs, ConfigError
+from .tokenizer import Tekken
+
+
+class Engine(Protocol):
+    """The four model methods (the same as the .pte's), plus chunk limits."""
+
+    max_mel_frames: int
+    max_enc_tokens: int
+    max_dec_tokens: int
+
+    def preprocess(self, window: np.ndarray) -> torch.Tensor: ...  # stream samples -> mel [1, n_mels, n]
+
+    def encode(self, mel: torch.Tensor, enc_pos: int) -> torch.Tensor: ...  # -> [k, dim]
+
+    def embed(self, ids: list[int]) -> torch.Tensor: ...  # -> [S, dim]
+
+    def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor: ...  # [S, dim] -> logits [vocab]
+
+
+class EagerEngine:
+    """Engine over the eager PyTorch model."""
+
+    def __init__(self, model, max_enc_tokens: int = 64, max_dec_tokens: int = 64) -> None:
+        from .mel import LogMel
+
+        self.model = model
+        self.max_enc_tokens = max_enc_tokens
+        self.max_dec_tokens = max_dec_tokens
+        self.max_mel_frames = max_enc_tokens * model.args.encoder.mel_frames_per_token
+        self.logmel = LogMel(model.args.encoder)
+        model.setup_caches(max_enc_tokens, max_dec_tokens)
+
+    @torch.no_grad()
+    def preprocess(self, window: np.ndarray) -> torch.Tensor:
+        return self.logmel(torch.from_numpy(window))
+
+    @torch.no_grad()
+    def encode(self, mel: torch.Tensor, enc_pos: int) -> torch.Tensor:
+        return self.model.encode(mel, torch.tensor([enc_pos]))[0]
+
+    @torch.no_grad()
+    def embed(self, ids: list[int]) -> torch.Tensor:
+        return self.model.embed(torch.tensor([ids]))[0]
+
+    @torch.no_grad()
+    def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor:
+        return self.model.decode(h[None], torch.tensor([pos]), torch.tensor([n_delay]))[0]
+
+
+@dataclass
+class StreamParams:
+    """Protocol numbers, from tekken.json (`audio` section + special ids) and the model's mel settings."""
+
+    samples_per_token: int
+    hop_length: int
+    window_size: int
+    left_pad_tokens: int
+    n_delay: int
+    bos_id: int
+    eos_id: int
+    streaming_pad_id: int
+    ms_per_token: float
+    buffer_tokens: int = 10  # mistral-common OFFLINE_STREAMING_BUFFER_TOKENS
+
+    @property
+    def mel_frames_per_token(self) -> int:
+        return self.samples_per_token // self.hop_length
+
+    @property
+    def prompt(self) -> list[int]:
+        return [self.bos_id] + [self.streaming_pad_id] * (self.left_pad_tokens + self.n_delay)
+
+    @property
+    def right_pad_tokens(self) -> int:
+        return self.n_delay + 1 + self.buffer_tokens
+
+    @property
+    def lookahead_samples(self) -> int:
+        """Samples past a token's end its last mel frame needs (40 for 16 kHz: frame centre + n_fft/2 - hop)."""
+        return self.window_size // 2 - self.hop_length
+
+    @classmethod
+    def from_tokenizer(cls, tok: Tekken, delay_ms: float | None = None) -> "StreamParams":
+        a: AudioArgs = tok.audio
+        n_delay = a.delay_tokens(a.transcription_delay_ms if delay_ms is None else delay_ms)
+        return cls(
+            samples_per_token=a.samples_per_token, hop_length=a.hop_length, window_size=a.window_size,
+            left_pad_tokens=a.streaming_n_left_pad_tokens, n_delay=n_delay, bos_id=tok.bos_id, eos_id=tok.eos_id,
+            streaming_pad_id=tok.streaming_pad_id, ms_per_token=a.ms_per_token,
+        )
+
+
+def offline_padded_audio(audio: np.ndarray, p: StreamParams) -> np.ndarray:
+    """The whole stream for a finished clip: left pad ++ audio ++ alignment + right pad (mistral-common OFFLINE)."""
+    spt = p.samples_per_token
+    align = (-len(audio)) % spt
+    return np.concatenate(
+        [np.zeros(p.left_pad_tokens * spt, np.float32), audio.astype(np.float32),
+         np.zeros(align + p.right_pad_tokens * spt, np.float32)]
+    )
+
+
+@dataclass
+class StreamingSession:
+    """One audio stream: feed 16 kHz mono float PCM in any chunk sizes, then flush(). Greedy decoding."""
+
+    engine: Engine
+    params: StreamParams
+    # --- state (same names as the C++ Session)
+    samples_consumed: int = 0  # real audio samples fed so far
+    stream_len: int = 0  # samples in the padded stream so far
+    buf_start: int = 0  # stream index of buf[0]
+    buf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    enc_tokens: int = 0  # audio tokens encoded so far
+    audio_emb: list = field(default_factory=list)  # embeddings of tokens dec_pos.. (consumed ones are dropped)
+    audio_emb_start: int = 0  # position of audio_emb[0]
+    dec_pos: int = 0  # next decoder position
+    n_total_tokens: int = -1  # known after flush
+    flushed: bool = False
+    eos: bool = False
+    token_ids: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        p = self.params
+        self.samples_consumed = 0
+        self.buf = np.zeros(p.left_pad_tokens * p.samples_per_token, np.float32)
+        self.stream_len = len(self.buf)
+        self.buf_start = 0
+        self.enc_tokens = 0
+        self.audio_emb, self.audio_emb_start = [], 0
+        self.dec_pos = 0
+        self.n_total_tokens = -1
+        self.flushed = False
+        self.eos = False
+        self.token_ids = []
+
+    # ---- public API
+
+    def feed(self, pcm: np.ndarray) -> list[int]:
+        """Append audio; returns the tokens this made available (possibly none)."""
+        if self.flushed:
+            raise RuntimeError("feed() after flush(): call reset() to start a new stream")
+        pcm = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        if not np.isfinite(pcm).all():
+            raise ValueError("audio contains NaN or Inf samples")
+        self._append(pcm)
+        self.samples_consumed += len(pcm)
+        return self._advance()
+
+    def flush(self) -> list[int]:
+        """End of audio: append the right pad and decode to the end. Idempotent."""
+        if self.flushed:
+            return []
+        p = self.params
+        align = (-self.samples_consumed) % p.samples_per_token
+        self._append(np.zeros(align + p.right_pad_tokens * p.samples_per_token, np.float32))
+        self.flushed = True
+        self.n_total_tokens = self.stream_len // p.samples_per_token
+        return self._advance()
+
+    def token_time_ms(self, i: int) -> float:
+        """Delay-corrected audio time of token_ids[i]: fed at position q = len(prompt) + i, it stands for
+        audio token q - L - D of the real signal."""
+        p = self.params
+        return (len(p.prompt) + i - p.left_pad_tokens - p.n_delay) * p.ms_per_token
+
+    # ---- internals
+
+    def _append(self, x: np.ndarray) -> None:
+        self.buf = np.concatenate([self.buf, x])
+        self.stream_len += len(x)
+
+    def _ready_tokens(self) -> int:
+        """Tokens whose mel frames are computable from the stream so far."""
+        p = self.params
+        if self.flushed:
+            return self.n_total_tokens
+        return max(0, (self.stream_len - p.lookahead_samples) // p.samples_per_token)
+
+    def _window(self, s0: int, n: int) -> np.ndarray:
+        """Stream samples [s0, s0 + n), zero outside the stream (the stream starts and ends in silence)."""
+        out = np.zeros(n, np.float32)
+        lo, hi = max(s0, self.buf_start), min(s0 + n, self.buf_start + len(self.buf))
+        if hi > lo:
+            out[lo - s0 : hi - s0] = self.buf[lo - self.buf_start : hi - self.buf_start]
+        return out
+
+    def _encode_ready(self) -> None:
+        p, e = self.params, self.engine
+        hop, win, mpt = p.hop_length, p.window_size, p.mel_frames_per_token
+        ready = self._ready_tokens()
+        while self.enc_tokens < ready:
+            k = min(ready - self.enc_tokens, e.max_enc_tokens, e.max_mel_frames // mpt)
+            f0, n = self.enc_tokens * mpt, k * mpt
+            s0 = f0 * hop - win // 2
+            mel = e.preprocess(self._window(s0, n * hop + win - hop))
+            emb = e.encode(mel, self.enc_tokens * mpt // 2)
+            self.audio_emb.extend(emb)
+            self.enc_tokens += k
+            # Samples before the next window's start are never needed again.
+            drop = (self.enc_tokens * mpt * hop - win // 2) - self.buf_start
+            if drop > 0:
+                self.buf = self.buf[drop:]
+                self.buf_start += drop
+
+    def _emb(self, pos: int) -> torch.Tensor:
+        return self.audio_emb[pos - self.audio_emb_start]
+
+    def _consume_emb(self) -> None:
+        drop = self.dec_pos - self.audio_emb_start
+        if drop > 0:
+            del self.audio_emb[:drop]
+            self.audio_emb_start = self.dec_pos
+
+    def _emit(self, logits: torch.Tensor, out: list[int]) -> None:
+        tok = int(torch.argmax(logits))
+        self.token_ids.append(tok)
+        out.append(tok)
+        if tok == self.params.eos_id:
+            self.eos = True
+
+    def _advance(self) -> list[int]:
+        out: list[int] = []
+        if self.eos:
+            return out
+        self._encode_ready()
+        p, e = self.params, self.engine
+        prompt = p.prompt
+        if self.dec_pos == 0:
+            if self.enc_tokens < len(prompt):
+                return out
+            logits = None
+            for c0 in range(0, len(prompt), e.max_dec_tokens):
+                ids = prompt[c0 : c0 + e.max_dec_tokens]
+                h = e.embed(ids) + torch.stack([self._emb(c0 + i) for i in range(len(ids))])
+                logits = e.decode(h, c0, p.n_delay)
+            self.dec_pos = len(prompt)
+            self._consume_emb()
+            self._emit(logits, out)
+        # Decode while audio embeddings exist; after flush stop one short of the last embedding
+        # (transformers' generate length: n_audio_tokens - len(prompt) generated tokens in total).
+        limit = self.n_total_tokens - 1 if self.flushed else self.enc_tokens
+        while not self.eos and self.dec_pos < min(limit, self.enc_tokens):
+            h = e.embed([self.token_ids[-1]]) + self._emb(self.dec_pos)[None]
+            logits = e.decode(h, self.dec_pos, p.n_delay)
+            self.dec_pos += 1
+            self._consume_emb()
+            self._emit(logits, out)
+        return out
+
+
+def transcribe(engine: Engine, tok: Tekken, audio: np.ndarray, delay_ms: float | None = None, chunk_samples: int = 0) -> dict:
+    """Transcribe a whole clip (chunk_samples > 0 feeds it in chunks, as a live stream would)."""
+    if len(audio) == 0:
+        raise ConfigError("audio is empty (0 samples)")
+    params = StreamParams.from_tokenizer(tok, delay_ms)
+    s = StreamingSession(engine, params)
+    step = chunk_samples if chunk_samples > 0 else len(audio)
+    for i in range(0, len(audio), step):
+        s.feed(audio[i : i + step])
+    s.flush()
+    return {
+        "text": tok.decode(s.token_ids),
+        "token_ids": s.token_ids,
+        "token_times_ms": [s.token_time_ms(i) for i in range(len(s.token_ids))],
+        "delay_ms": params.n_delay * params.ms_per_token,
+        "n_audio_tokens": s.n_total_tokens,
+        "eos": s.eos,
+    }
