@@ -1,0 +1,72 @@
+// audio.h -- getting audio into the 16 kHz mono float PCM that voxtral_rt::Session::feed takes.
+//
+//   std::vector<float> pcm; std::string err;
+//   if (!voxtral_rt::load_audio_file("a.flac", 16000, &pcm, &err)) { ... }   // any libsndfile format
+//
+//   voxtral_rt::PcmDecoder dec(voxtral_rt::PcmFormat::S16LE);   // raw bytes (e.g. stdin) -> float
+//   voxtral_rt::StreamResampler rs(44100, 16000);               // streamed soxr HQ, when rate != 16000
+//
+// All functions report errors through their return value and never print. Not thread-safe per object.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace voxtral_rt {
+
+// Decode an audio file (WAV, FLAC, OGG, ... whatever libsndfile reads), average the channels, and
+// resample to `target_rate` the way mistral-common does (soundfile float32 read, mean over channels,
+// python-soxr `resample(quality="HQ")`). Fails on unreadable, empty, or non-finite audio.
+bool load_audio_file(const std::string& path, int target_rate, std::vector<float>* pcm, std::string* error,
+                     int* source_rate = nullptr);
+
+// One-shot resampling exactly as python-soxr 1.1's soxr.resample(x_float32, in, out, "HQ") calls libsoxr
+// (float32 I/O, input split in chunks of max(1000, 48000*in/out) samples, then a flush).
+bool resample_like_python_soxr(const float* in, size_t n, double in_rate, double out_rate, std::vector<float>* out,
+                               std::string* error);
+
+enum class PcmFormat { S16LE, F32LE };
+// "s16le" / "f32le" -> format; false if unknown.
+bool parse_pcm_format(const std::string& name, PcmFormat* format);
+
+// Raw little-endian mono PCM bytes -> float samples, for input arriving in arbitrary pieces (a pipe).
+// s16 is scaled by 1/32768. A sample split across two push() calls is kept until complete.
+class PcmDecoder {
+ public:
+  explicit PcmDecoder(PcmFormat format) : format_(format) {}
+  // Appends the decoded samples to *out. False (and *error) on NaN/Inf in f32 input.
+  bool push(const void* bytes, size_t n_bytes, std::vector<float>* out, std::string* error);
+  // End of input: false if the input stopped in the middle of a sample.
+  bool finish(std::string* error) const;
+  size_t bytes_per_sample() const { return format_ == PcmFormat::S16LE ? 2 : 4; }
+  int64_t n_samples() const { return n_samples_; }
+
+ private:
+  PcmFormat format_;
+  unsigned char partial_[4] = {0, 0, 0, 0};
+  size_t n_partial_ = 0;
+  int64_t n_samples_ = 0;
+};
+
+// Streaming soxr resampler (float32 mono, quality HQ). Output of a stream differs from the one-shot
+// resampling in the last bits (block boundaries); use load_audio_file for files.
+class StreamResampler {
+ public:
+  StreamResampler(double in_rate, double out_rate);
+  ~StreamResampler();
+  StreamResampler(const StreamResampler&) = delete;
+  StreamResampler& operator=(const StreamResampler&) = delete;
+  bool ok() const;                                 // false if libsoxr refused the rates (see error())
+  const std::string& error() const;
+  bool process(const float* in, size_t n, std::vector<float>* out);  // appends to *out
+  bool finish(std::vector<float>* out);            // drains the filter delay; no input after this
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace voxtral_rt

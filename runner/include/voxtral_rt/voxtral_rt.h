@@ -1,0 +1,174 @@
+// voxtral_rt.h -- streaming speech-to-text with Voxtral-Mini-4B-Realtime on an ExecuTorch .pte (CPU).
+//
+// Usage:
+//   std::string err;
+//   auto runner = voxtral_rt::Runner::load({"model.pte", "tekken.json"}, &err);   // nullptr + err on failure
+//   auto session = runner->create_session({}, &err);     // default delay from the model
+//   while (more audio)                                   // 16 kHz mono float PCM, any chunk size
+//     if (session->feed(pcm.data(), pcm.size()) > 0)     // returns #new tokens, -1 on error
+//       std::cout << session->take_text();               // complete UTF-8 only
+//   session->flush();                                    // end of audio: pads, runs to the end (idempotent)
+//   std::cout << session->take_text() << "\n";           // session->text() == whole transcript
+//   runner->transcribe(pcm.data(), pcm.size(), {}, &result, &err);   // offline = the same loop
+//
+// Thread safety: a Runner may be used from any thread, but it serves ONE live Session at a time (the
+// model's caches are mutable buffers inside the loaded program); a Session must be used by one thread
+// at a time, except Session::stop(), which may be called from any thread (e.g. a signal watcher).
+// A Session must not outlive its Runner.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace voxtral_rt {
+
+// ---------------------------------------------------------------------------------------------- logging
+
+enum class LogLevel { Debug = 0, Info = 1, Warning = 2, Error = 3 };
+using LogCallback = std::function<void(LogLevel level, const std::string& message)>;
+
+// Route the library's log messages (never stdout). Default: stderr, Info and above. nullptr restores it.
+// ExecuTorch's own runtime logs go to stderr regardless.
+void set_log_callback(LogCallback callback);
+
+// ---------------------------------------------------------------------------------------------- model
+
+struct RunnerOptions {
+  std::string model_path;      // .pte written by export/export_voxtral_rt.py (format_version 1)
+  std::string tokenizer_path;  // tekken.json of the same model
+  int threads = 0;             // ExecuTorch CPU threadpool size; 0 = its default. Process-wide setting.
+  bool use_mmap = true;        // mmap the .pte (weights paged in on demand) instead of reading it whole
+};
+
+// Model constants, read from the .pte's constant methods (names as in docs/design.md).
+struct ModelInfo {
+  int64_t format_version = 0;
+  int64_t sample_rate = 0;          // Hz (16000)
+  int64_t hop_length = 0;           // samples per mel frame (160)
+  int64_t window_size = 0;          // STFT window (400)
+  int64_t num_mel_bins = 0;         // 128
+  int64_t samples_per_token = 0;    // 1280 = 80 ms
+  int64_t mel_frames_per_token = 0; // 8
+  int64_t enc_frames_per_token = 0; // 4 (encoder positions per token)
+  int64_t dim = 0;                  // decoder width
+  int64_t vocab_size = 0;
+  int64_t enc_sliding_window = 0;
+  int64_t dec_sliding_window = 0;
+  int64_t max_mel_frames = 0;       // per preprocessor call
+  int64_t max_enc_tokens = 0;       // per audio_encoder call
+  int64_t max_dec_tokens = 0;       // per token_embedding / text_decoder call
+  int64_t default_delay_tokens = 0; // 6 = 480 ms
+  int64_t left_pad_tokens = 0;      // 32
+  int64_t right_pad_buffer_tokens = 0;  // 10
+  int64_t bos_id = 0, eos_id = 0, streaming_pad_id = 0, streaming_word_id = 0;
+  int64_t num_special_tokens = 0;
+  int64_t ms_per_token = 0;         // 80
+};
+
+// ---------------------------------------------------------------------------------------------- session
+
+// One generated token. `text` is the new complete UTF-8 text this token releases (often empty: special
+// tokens, or bytes of a character still being spelled out).
+struct TokenEvent {
+  int64_t id = 0;
+  int64_t position = 0;     // decoder position q at which the token is fed back
+  double time_ms = 0;       // delay-corrected audio time: (q - left_pad - delay) * ms_per_token
+  bool is_special = false;  // id < num_special_tokens (dropped from text)
+  std::string text;
+};
+using TokenCallback = std::function<void(const TokenEvent& token)>;
+
+struct SessionOptions {
+  int delay_ms = -1;         // -1 = model default; else a multiple of ms_per_token, 1..15 tokens or 30
+  int max_enc_tokens = 0;    // audio tokens per encoder call (buffers audio up to this); 0 = model max
+  TokenCallback on_token;    // optional, called from feed()/flush() for every generated token
+};
+
+struct SessionStats {
+  int64_t n_samples = 0;          // real audio samples fed (16 kHz)
+  int64_t n_audio_tokens = 0;     // encoded audio tokens (including the padding)
+  int64_t n_generated = 0;        // generated tokens (specials included)
+  int64_t n_encoder_calls = 0, n_decoder_calls = 0;
+  double preprocess_ms = 0;       // mel
+  double encoder_ms = 0;          // audio_encoder
+  double decoder_ms = 0;          // token_embedding + text_decoder (prefill and steps)
+  double first_token_ms = -1;     // wall time from the first feed() to the first generated token
+  std::vector<double> step_ms;    // wall time of each generated token's decoder step
+};
+
+class Runner;
+
+class Session {
+ public:
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Append 16 kHz mono PCM and run the model as far as the audio allows.
+  // Returns the number of new tokens, or -1 on error (see error()). Error after flush(): reset() first.
+  int64_t feed(const float* pcm16k, size_t n_samples);
+  // End of audio: append the right pad (alignment + delay + 11 tokens of silence) and decode to the
+  // end. Idempotent (later calls return 0). Returns the number of new tokens, or -1 on error.
+  int64_t flush();
+  // Forget the stream; the next feed() starts a new one (same options).
+  void reset();
+  // Make the running and later feed()/flush() calls return early (thread-safe). reset() clears it.
+  void stop();
+
+  std::string take_text();                            // text released since the last call (pull style)
+  std::string text() const;                           // decode(token_ids()): the transcript so far
+  const std::vector<int64_t>& token_ids() const;      // every generated id, specials and EOS included
+  const std::vector<double>& token_times_ms() const;  // per token, see TokenEvent::time_ms
+  bool finished() const;                              // EOS seen, or flushed and decoded to the end
+  int delay_tokens() const;
+  const SessionStats& stats() const;
+  const std::string& error() const;                   // last error message
+
+ private:
+  friend class Runner;
+  struct Impl;
+  explicit Session(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct Transcript {
+  std::string text;
+  std::vector<int64_t> token_ids;
+  std::vector<double> token_times_ms;
+  SessionStats stats;
+};
+
+class Runner {
+ public:
+  // Loads the .pte (all methods up front), reads and checks its metadata, loads the tokenizer and checks it
+  // against the model. Returns nullptr and sets *error on failure; never aborts.
+  static std::unique_ptr<Runner> load(const RunnerOptions& options, std::string* error);
+  ~Runner();
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
+
+  // Fails (nullptr, *error) on invalid options or while another Session of this Runner is alive.
+  std::unique_ptr<Session> create_session(const SessionOptions& options, std::string* error);
+
+  // Offline transcription: a session fed with all of `pcm16k`, then flushed. Returns false on error.
+  bool transcribe(const float* pcm16k, size_t n_samples, const SessionOptions& options, Transcript* out,
+                  std::string* error);
+
+  const ModelInfo& info() const;
+  double load_ms() const;                                  // wall time of load()
+  std::string decode(const std::vector<int64_t>& ids) const;  // mistral-common decode (specials dropped)
+
+ private:
+  struct Impl;
+  explicit Runner(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Delay in tokens for `delay_ms` (-1 = default), or -1 with *error if the model does not support it.
+int resolve_delay_tokens(const ModelInfo& info, int delay_ms, std::string* error);
+
+}  // namespace voxtral_rt

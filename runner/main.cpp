@@ -1,0 +1,278 @@
+// voxtral_realtime_runner -- transcribe audio with a Voxtral-Realtime .pte (thin CLI over voxtral_rt.h).
+//
+// Modes:
+//   offline file:    --audio_path a.wav                       (feed everything, flush, print)
+//   streamed file:   --audio_path a.wav --streaming --chunk_ms 80   (feed chunks, print text as it comes)
+//   live stdin:      ffmpeg -loglevel quiet -i in.mp3 -f s16le -ac 1 -ar 16000 - |
+//                      voxtral_realtime_runner --model_path m.pte --tokenizer_path tekken.json --stdin
+//                    (raw mono s16le or f32le; --sample_rate N resamples with soxr when N != 16000)
+// Transcript on stdout (--json: one JSON object instead); logs and --stats on stderr.
+// Exit codes: 0 ok, 1 bad flags, 2 model/tokenizer load failed, 3 audio input error, 4 inference error,
+// 130 interrupted (Ctrl+C; the partial transcript is still printed).
+#include <gflags/gflags.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "voxtral_rt/audio.h"
+#include "voxtral_rt/voxtral_rt.h"
+
+DEFINE_string(model_path, "", "Voxtral-Realtime .pte from export/export_voxtral_rt.py (required)");
+DEFINE_string(tokenizer_path, "", "tekken.json of the same model (required)");
+DEFINE_string(audio_path, "", "audio file to transcribe (any format libsndfile reads)");
+DEFINE_bool(stdin, false, "read raw mono PCM from stdin (live streaming)");
+DEFINE_string(stdin_format, "s16le", "raw stdin sample format: s16le or f32le");
+DEFINE_int32(sample_rate, 16000, "sample rate of the stdin PCM (resampled to the model's rate)");
+DEFINE_bool(streaming, false, "with --audio_path: feed the file in --chunk_ms pieces and print text as it comes");
+DEFINE_int32(chunk_ms, 80, "audio per feed() call in streaming modes (ms)");
+DEFINE_int32(delay_ms, -1, "transcription delay (ms): -1 = model default; 80..1200 in steps of 80, or 2400");
+DEFINE_int32(max_enc_tokens, 0, "audio tokens per encoder call (0 = the model's maximum)");
+DEFINE_int32(threads, 0, "CPU threads (0 = ExecuTorch default)");
+DEFINE_bool(json, false, "print one JSON object {text, token_ids, token_times_ms, ...} instead of plain text");
+DEFINE_bool(stats, false, "print timing and memory statistics to stderr");
+DEFINE_bool(verbose, false, "debug logging to stderr");
+
+namespace {
+
+enum ExitCode { kOk = 0, kBadFlags = 1, kLoadFailed = 2, kAudioError = 3, kInferenceError = 4, kInterrupted = 130 };
+
+volatile sig_atomic_t g_interrupted = 0;
+voxtral_rt::Session* g_session = nullptr;
+
+void on_sigint(int) {
+  g_interrupted = 1;
+  if (g_session) g_session->stop();  // a lock-free atomic store
+}
+
+bool is_default(const char* flag) { return gflags::GetCommandLineFlagInfoOrDie(flag).is_default; }
+
+int usage_error(const std::string& msg) {
+  std::fprintf(stderr, "error: %s\n(see --help)\n", msg.c_str());
+  return kBadFlags;
+}
+
+int validate_flags() {
+  if (FLAGS_model_path.empty()) return usage_error("--model_path is required");
+  if (FLAGS_tokenizer_path.empty()) return usage_error("--tokenizer_path is required");
+  if (FLAGS_audio_path.empty() == !FLAGS_stdin) return usage_error("give exactly one of --audio_path and --stdin");
+  if (FLAGS_stdin && FLAGS_streaming) return usage_error("--streaming is implied by --stdin; drop it");
+  if (!FLAGS_stdin && (!is_default("stdin_format") || !is_default("sample_rate")))
+    return usage_error("--stdin_format and --sample_rate apply to --stdin only (files carry their own rate)");
+  voxtral_rt::PcmFormat fmt;
+  if (!voxtral_rt::parse_pcm_format(FLAGS_stdin_format, &fmt))
+    return usage_error("--stdin_format must be s16le or f32le, got '" + FLAGS_stdin_format + "'");
+  if (FLAGS_sample_rate <= 0) return usage_error("--sample_rate must be > 0");
+  if (FLAGS_chunk_ms <= 0) return usage_error("--chunk_ms must be > 0");
+  if (!FLAGS_streaming && !FLAGS_stdin && !is_default("chunk_ms"))
+    return usage_error("--chunk_ms applies to --streaming or --stdin only");
+  if (FLAGS_delay_ms != -1 && FLAGS_delay_ms <= 0) return usage_error("--delay_ms must be -1 or > 0");
+  if (FLAGS_max_enc_tokens < 0) return usage_error("--max_enc_tokens must be >= 0");
+  if (FLAGS_threads < 0) return usage_error("--threads must be >= 0");
+  return kOk;
+}
+
+double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+void print_stats(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStats& s, double wall_ms, int sample_rate) {
+  rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  const double audio_ms = 1000.0 * static_cast<double>(s.n_samples) / sample_rate;
+  std::fprintf(stderr,
+               "stats: load %.0f ms | audio %.2f s | wall %.0f ms | real-time factor %.3f\n"
+               "stats: %lld tokens generated, %.1f tokens/s (decoder), first token after %.0f ms\n"
+               "stats: decoder step p50 %.2f ms, p95 %.2f ms | mel %.0f ms | encoder %.0f ms (%lld calls, %lld tokens) "
+               "| decoder %.0f ms (%lld calls)\n"
+               "stats: peak RSS %.1f MiB\n",
+               runner.load_ms(), audio_ms / 1000.0, wall_ms, audio_ms > 0 ? wall_ms / audio_ms : 0.0,
+               static_cast<long long>(s.n_generated),
+               s.decoder_ms > 0 ? 1000.0 * static_cast<double>(s.n_generated) / s.decoder_ms : 0.0, s.first_token_ms,
+               percentile(s.step_ms, 0.5), percentile(s.step_ms, 0.95), s.preprocess_ms, s.encoder_ms,
+               static_cast<long long>(s.n_encoder_calls), static_cast<long long>(s.n_audio_tokens), s.decoder_ms,
+               static_cast<long long>(s.n_decoder_calls), static_cast<double>(ru.ru_maxrss) / 1024.0);
+}
+
+// Prints newly released text (plain-text streaming modes only).
+void print_delta(voxtral_rt::Session* session, bool live) {
+  const std::string delta = session->take_text();
+  if (live && !delta.empty()) {
+    std::fwrite(delta.data(), 1, delta.size(), stdout);
+    std::fflush(stdout);
+  }
+}
+
+// Feeds stdin until EOF. Returns an exit code.
+int feed_stdin(voxtral_rt::Session* session, int model_rate, bool live) {
+  voxtral_rt::PcmFormat fmt;
+  voxtral_rt::parse_pcm_format(FLAGS_stdin_format, &fmt);
+  voxtral_rt::PcmDecoder decoder(fmt);
+  std::unique_ptr<voxtral_rt::StreamResampler> resampler;
+  if (FLAGS_sample_rate != model_rate) {
+    resampler = std::make_unique<voxtral_rt::StreamResampler>(FLAGS_sample_rate, model_rate);
+    if (!resampler->ok()) {
+      std::fprintf(stderr, "error: %s\n", resampler->error().c_str());
+      return kAudioError;
+    }
+  }
+  const size_t chunk_bytes =
+      std::max<size_t>(1, static_cast<size_t>(FLAGS_sample_rate) * FLAGS_chunk_ms / 1000) * decoder.bytes_per_sample();
+  std::vector<unsigned char> buf(chunk_bytes);
+  std::vector<float> pcm, pcm16k;
+  std::string err;
+  for (;;) {
+    const ssize_t got = read(STDIN_FILENO, buf.data(), buf.size());
+    if (got < 0 && errno == EINTR) {
+      if (g_interrupted) return kInterrupted;
+      continue;
+    }
+    if (got < 0) {
+      std::fprintf(stderr, "error: reading stdin: %s\n", std::strerror(errno));
+      return kAudioError;
+    }
+    pcm.clear();
+    pcm16k.clear();
+    if (got == 0) {  // EOF
+      if (!decoder.finish(&err)) {
+        std::fprintf(stderr, "error: stdin: %s\n", err.c_str());
+        return kAudioError;
+      }
+      if (resampler && !resampler->finish(&pcm16k)) {
+        std::fprintf(stderr, "error: %s\n", resampler->error().c_str());
+        return kAudioError;
+      }
+    } else if (!decoder.push(buf.data(), static_cast<size_t>(got), &pcm, &err)) {
+      std::fprintf(stderr, "error: stdin: %s\n", err.c_str());
+      return kAudioError;
+    } else if (resampler) {
+      if (!resampler->process(pcm.data(), pcm.size(), &pcm16k)) {
+        std::fprintf(stderr, "error: %s\n", resampler->error().c_str());
+        return kAudioError;
+      }
+    } else {
+      pcm16k.swap(pcm);
+    }
+    if (!pcm16k.empty() && session->feed(pcm16k.data(), pcm16k.size()) < 0) {
+      std::fprintf(stderr, "error: %s\n", session->error().c_str());
+      return kInferenceError;
+    }
+    print_delta(session, live);
+    if (g_interrupted) return kInterrupted;
+    if (got == 0) break;
+  }
+  if (decoder.n_samples() == 0) {
+    std::fprintf(stderr, "error: stdin: no audio (empty input)\n");
+    return kAudioError;
+  }
+  return kOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage(
+      "transcribe speech with a Voxtral-Realtime .pte\n"
+      "  voxtral_realtime_runner --model_path m.pte --tokenizer_path tekken.json --audio_path a.wav\n"
+      "  ... | voxtral_realtime_runner --model_path m.pte --tokenizer_path tekken.json --stdin [--sample_rate N]");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  if (argc > 1) return usage_error(std::string("unexpected argument '") + argv[1] + "'");
+  if (const int rc = validate_flags(); rc != kOk) return rc;
+  if (!FLAGS_verbose) {
+    voxtral_rt::set_log_callback([](voxtral_rt::LogLevel level, const std::string& msg) {
+      if (level >= voxtral_rt::LogLevel::Warning) std::fprintf(stderr, "voxtral_rt: %s\n", msg.c_str());
+    });
+  } else {
+    voxtral_rt::set_log_callback([](voxtral_rt::LogLevel, const std::string& msg) {
+      std::fprintf(stderr, "voxtral_rt: %s\n", msg.c_str());
+    });
+  }
+
+  std::vector<float> pcm;
+  std::string err;
+  voxtral_rt::RunnerOptions ropts;
+  ropts.model_path = FLAGS_model_path;
+  ropts.tokenizer_path = FLAGS_tokenizer_path;
+  ropts.threads = FLAGS_threads;
+  auto runner = voxtral_rt::Runner::load(ropts, &err);
+  if (!runner) {
+    std::fprintf(stderr, "error: %s\n", err.c_str());
+    return kLoadFailed;
+  }
+  const int model_rate = static_cast<int>(runner->info().sample_rate);
+  if (!FLAGS_audio_path.empty() && !voxtral_rt::load_audio_file(FLAGS_audio_path, model_rate, &pcm, &err)) {
+    std::fprintf(stderr, "error: %s\n", err.c_str());
+    return kAudioError;
+  }
+
+  voxtral_rt::SessionOptions sopts;
+  sopts.delay_ms = FLAGS_delay_ms;
+  sopts.max_enc_tokens = FLAGS_max_enc_tokens;
+  auto session = runner->create_session(sopts, &err);
+  if (!session) return usage_error(err);  // the only option errors left are the delay's
+  g_session = session.get();
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_sigint;  // no SA_RESTART: a blocking read() on stdin returns EINTR
+  sigaction(SIGINT, &sa, nullptr);
+
+  const bool live = !FLAGS_json && (FLAGS_streaming || FLAGS_stdin);
+  const auto t0 = std::chrono::steady_clock::now();
+  int rc = kOk;
+  if (FLAGS_stdin) {
+    rc = feed_stdin(session.get(), model_rate, live);
+  } else {
+    const size_t chunk = FLAGS_streaming ? std::max<size_t>(1, static_cast<size_t>(model_rate) * FLAGS_chunk_ms / 1000)
+                                         : std::max<size_t>(1, pcm.size());
+    for (size_t i = 0; i < pcm.size() && rc == kOk; i += chunk) {
+      if (session->feed(pcm.data() + i, std::min(chunk, pcm.size() - i)) < 0) {
+        std::fprintf(stderr, "error: %s\n", session->error().c_str());
+        rc = kInferenceError;
+      }
+      print_delta(session.get(), live);
+      if (g_interrupted) rc = kInterrupted;
+    }
+  }
+  if (rc == kOk) {
+    if (session->flush() < 0) {
+      std::fprintf(stderr, "error: %s\n", session->error().c_str());
+      rc = kInferenceError;
+    } else if (g_interrupted) {
+      rc = kInterrupted;
+    }
+  }
+  print_delta(session.get(), live);
+  const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (rc != kOk && rc != kInterrupted) return rc;
+
+  if (FLAGS_json) {
+    const auto& info = runner->info();
+    nlohmann::json j;
+    j["text"] = session->text();
+    j["token_ids"] = session->token_ids();
+    j["token_times_ms"] = session->token_times_ms();
+    j["delay_ms"] = session->delay_tokens() * info.ms_per_token;
+    j["audio_ms"] = 1000.0 * static_cast<double>(session->stats().n_samples) / model_rate;
+    j["finished"] = session->finished();
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  } else if (!live) {
+    std::printf("%s\n", session->text().c_str());
+  } else {
+    std::printf("\n");
+  }
+  std::fflush(stdout);
+  if (FLAGS_stats) print_stats(*runner, session->stats(), wall_ms, model_rate);
+  g_session = nullptr;
+  return rc;
+}

@@ -1,0 +1,18 @@
+// ModelBackend on an ExecuTorch Module (one .pte, four methods + int constant methods).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backend.h"
+
+namespace voxtral_rt::detail {
+
+// Loads `path` (mmap or whole file), loads every method up front (a lazily loaded method could touch the
+// shared mutable buffers mid-stream), reads and validates the metadata.
+Status load_et_backend(const std::string& path, bool use_mmap, std::unique_ptr<ModelBackend>* out);
+
+// Resizes ExecuTorch's process-wide CPU threadpool (0 = leave the default). Returns the thread count.
+size_t set_num_threads(int threads);
+
+}  // namespace voxtral_rt::detail

@@ -1,0 +1,94 @@
+#include "metadata.h"
+
+#include <cinttypes>
+#include <cstdio>
+
+#include "log.h"
+
+namespace voxtral_rt::detail {
+namespace {
+
+std::string fmt(const char* f, int64_t a, int64_t b = 0, int64_t c = 0) {
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), f, a, b, c);
+  return buf;
+}
+
+}  // namespace
+
+Status read_model_info(const ReadIntFn& read_int, const std::string& where, ModelInfo* info) {
+  // format_version first: a newer/older layout may not have the other keys at all.
+  VX_RETURN_IF_ERROR(read_int("format_version", &info->format_version));
+  if (info->format_version != kFormatVersion) {
+    return Status::error(where + ": unsupported format_version " + std::to_string(info->format_version) +
+                         " (this runner reads " + std::to_string(kFormatVersion) +
+                         "); re-export with export/export_voxtral_rt.py from the same checkout");
+  }
+#define VX_READ_KEY(name) VX_RETURN_IF_ERROR(read_int(#name, &info->name));
+  VOXTRAL_RT_METADATA_KEYS(VX_READ_KEY)
+#undef VX_READ_KEY
+#define VX_LOG_KEY(name) VX_LOG_DEBUG("metadata %s = %" PRId64, #name, info->name);
+  VOXTRAL_RT_METADATA_KEYS(VX_LOG_KEY)
+#undef VX_LOG_KEY
+  return validate_model_info(*info, where);
+}
+
+Status validate_model_info(const ModelInfo& m, const std::string& where) {
+  auto bad = [&](const std::string& what) {
+    return Status::error(where + ": inconsistent metadata: " + what + "; re-export the model");
+  };
+#define VX_CHECK_POSITIVE(name) \
+  if (m.name <= 0) return bad(std::string(#name) + " = " + std::to_string(m.name) + " must be > 0");
+  VX_CHECK_POSITIVE(sample_rate)
+  VX_CHECK_POSITIVE(hop_length)
+  VX_CHECK_POSITIVE(window_size)
+  VX_CHECK_POSITIVE(num_mel_bins)
+  VX_CHECK_POSITIVE(samples_per_token)
+  VX_CHECK_POSITIVE(mel_frames_per_token)
+  VX_CHECK_POSITIVE(enc_frames_per_token)
+  VX_CHECK_POSITIVE(dim)
+  VX_CHECK_POSITIVE(vocab_size)
+  VX_CHECK_POSITIVE(max_mel_frames)
+  VX_CHECK_POSITIVE(max_enc_tokens)
+  VX_CHECK_POSITIVE(max_dec_tokens)
+  VX_CHECK_POSITIVE(default_delay_tokens)
+  VX_CHECK_POSITIVE(num_special_tokens)
+  VX_CHECK_POSITIVE(ms_per_token)
+#undef VX_CHECK_POSITIVE
+  if (m.left_pad_tokens < 0 || m.right_pad_buffer_tokens < 0) return bad("negative padding");
+  if (m.samples_per_token != m.hop_length * m.mel_frames_per_token)
+    return bad(fmt("samples_per_token %" PRId64 " != hop_length %" PRId64 " x mel_frames_per_token %" PRId64,
+                   m.samples_per_token, m.hop_length, m.mel_frames_per_token));
+  if (m.window_size % 2) return bad("window_size must be even");
+  if (m.samples_per_token * 1000 != m.ms_per_token * m.sample_rate)
+    return bad(fmt("ms_per_token %" PRId64 " != 1000 x samples_per_token %" PRId64 " / sample_rate %" PRId64,
+                   m.ms_per_token, m.samples_per_token, m.sample_rate));
+  if (m.max_mel_frames < m.mel_frames_per_token)
+    return bad("max_mel_frames is smaller than one token of mel frames");
+  for (int64_t id : {m.bos_id, m.eos_id, m.streaming_pad_id, m.streaming_word_id}) {
+    if (id < 0 || id >= m.num_special_tokens) return bad(fmt("special id %" PRId64 " outside [0, %" PRId64 ")", id,
+                                                             m.num_special_tokens));
+  }
+  if (m.num_special_tokens >= m.vocab_size) return bad("num_special_tokens >= vocab_size");
+  return Status();
+}
+
+Status delay_tokens_for(const ModelInfo& info, int delay_ms, int64_t* delay_tokens) {
+  if (delay_ms == -1) {
+    *delay_tokens = info.default_delay_tokens;
+    return Status();
+  }
+  const int64_t step = info.ms_per_token;
+  const std::string allowed = "use a multiple of " + std::to_string(step) + " ms from " + std::to_string(step) +
+                              " to " + std::to_string(15 * step) + " ms, or " + std::to_string(30 * step) +
+                              " ms (-1 = model default " + std::to_string(info.default_delay_tokens * step) + " ms)";
+  if (delay_ms <= 0 || delay_ms % step != 0)
+    return Status::error("delay " + std::to_string(delay_ms) + " ms is not supported: " + allowed);
+  const int64_t n = delay_ms / step;
+  if (!((n >= 1 && n <= 15) || n == 30))
+    return Status::error("delay " + std::to_string(delay_ms) + " ms is not supported: " + allowed);
+  *delay_tokens = n;
+  return Status();
+}
+
+}  // namespace voxtral_rt::detail

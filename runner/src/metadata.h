@@ -1,0 +1,59 @@
+// .pte metadata (constant methods, docs/design.md): key names declared once, read through one helper.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "status.h"
+#include "voxtral_rt/voxtral_rt.h"
+
+namespace voxtral_rt::detail {
+
+// Every int64 constant method of format_version 1, in design.md order. All are required.
+#define VOXTRAL_RT_METADATA_KEYS(X) \
+  X(format_version)                 \
+  X(sample_rate)                    \
+  X(hop_length)                     \
+  X(window_size)                    \
+  X(num_mel_bins)                   \
+  X(samples_per_token)              \
+  X(mel_frames_per_token)           \
+  X(enc_frames_per_token)           \
+  X(dim)                            \
+  X(vocab_size)                     \
+  X(enc_sliding_window)             \
+  X(dec_sliding_window)             \
+  X(max_mel_frames)                 \
+  X(max_enc_tokens)                 \
+  X(max_dec_tokens)                 \
+  X(default_delay_tokens)           \
+  X(left_pad_tokens)                \
+  X(right_pad_buffer_tokens)        \
+  X(bos_id)                         \
+  X(eos_id)                         \
+  X(streaming_pad_id)               \
+  X(streaming_word_id)              \
+  X(num_special_tokens)             \
+  X(ms_per_token)
+
+constexpr int64_t kFormatVersion = 1;
+
+// Methods the runner calls (besides the metadata).
+constexpr const char* kPreprocessorMethod = "preprocessor";
+constexpr const char* kAudioEncoderMethod = "audio_encoder";
+constexpr const char* kTokenEmbeddingMethod = "token_embedding";
+constexpr const char* kTextDecoderMethod = "text_decoder";
+
+// Reads one int metadata value; returns a Status naming the key on failure.
+using ReadIntFn = std::function<Status(const char* key, int64_t* value)>;
+
+// Fills *info from read_int and checks it (format_version first, then consistency). `where` names the
+// model file in messages.
+Status read_model_info(const ReadIntFn& read_int, const std::string& where, ModelInfo* info);
+Status validate_model_info(const ModelInfo& info, const std::string& where);
+
+// Protocol arithmetic shared by the session and the tests.
+Status delay_tokens_for(const ModelInfo& info, int delay_ms, int64_t* delay_tokens);
+
+}  // namespace voxtral_rt::detail

@@ -1,0 +1,648 @@
+// Unit tests for the model-independent runner parts: tekken decoding/streaming, PCM input, metadata
+// checks, and the streaming protocol driven by a fake model backend. No .pte needed.
+// Prints one line per failed check and a closing "N passed, N failed"; exit code 1 on any failure.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "metadata.h"
+#include "stream.h"
+#include "tekken.h"
+#include "voxtral_rt/audio.h"
+
+using namespace voxtral_rt;
+using namespace voxtral_rt::detail;
+
+// ---------------------------------------------------------------------------------------------- harness
+
+static int g_passed = 0, g_failed = 0;
+static const char* g_test = "";
+
+#define CHECK(cond)                                                                  \
+  do {                                                                               \
+    if (cond) {                                                                      \
+      ++g_passed;                                                                    \
+    } else {                                                                         \
+      ++g_failed;                                                                    \
+      std::printf("FAIL [%s] %s:%d: %s\n", g_test, __FILE__, __LINE__, #cond);      \
+    }                                                                                \
+  } while (0)
+#define CHECK_EQ(a, b) CHECK((a) == (b))
+
+static void run(const char* name, void (*fn)()) {
+  g_test = name;
+  const int before = g_failed;
+  fn();
+  std::printf("%s %s\n", g_failed == before ? "ok  " : "FAIL", name);
+}
+
+// ---------------------------------------------------------------------------------------------- tekken
+
+static std::string b64(const std::string& bytes) {
+  static const char* tbl = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    uint32_t v = (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8) | uint8_t(bytes[i + 2]);
+    out += tbl[v >> 18];
+    out += tbl[(v >> 12) & 63];
+    out += tbl[(v >> 6) & 63];
+    out += tbl[v & 63];
+  }
+  if (bytes.size() - i == 1) {
+    uint32_t v = uint8_t(bytes[i]) << 16;
+    out += tbl[v >> 18];
+    out += tbl[(v >> 12) & 63];
+    out += "==";
+  } else if (bytes.size() - i == 2) {
+    uint32_t v = (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8);
+    out += tbl[v >> 18];
+    out += tbl[(v >> 12) & 63];
+    out += tbl[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+// A small tekken.json: 10 specials (names for ranks 0,1,2,5,6), 256 byte tokens + a few merges.
+static const int kNumSpecial = 10;
+static std::vector<std::string> g_vocab_bytes;
+
+static std::string tiny_tekken_json(int vocab_size = 0) {
+  g_vocab_bytes.clear();
+  for (int b = 0; b < 256; ++b) g_vocab_bytes.push_back(std::string(1, static_cast<char>(b)));
+  for (const char* s : {" hello", " world", "\xe2\x82", "\xac!", "\xf0\x9f", "\x98\x80", " caf\xc3\xa9"})
+    g_vocab_bytes.push_back(s);
+  nlohmann::json j;
+  const int n_inner = static_cast<int>(g_vocab_bytes.size());
+  j["config"] = {{"pattern", "x"},
+                 {"num_vocab_tokens", n_inner},
+                 {"default_vocab_size", vocab_size ? vocab_size : n_inner + kNumSpecial},
+                 {"default_num_special_tokens", kNumSpecial},
+                 {"version", "v13"}};
+  j["vocab"] = nlohmann::json::array();
+  for (int r = 0; r < n_inner; ++r)
+    j["vocab"].push_back({{"rank", r}, {"token_bytes", b64(g_vocab_bytes[r])}, {"token_str", nullptr}});
+  j["special_tokens"] = nlohmann::json::array({{{"rank", 0}, {"token_str", "<unk>"}, {"is_control", true}},
+                                               {{"rank", 1}, {"token_str", "<s>"}, {"is_control", true}},
+                                               {{"rank", 2}, {"token_str", "</s>"}, {"is_control", true}},
+                                               {{"rank", 5}, {"token_str", "[STREAMING_PAD]"}, {"is_control", true}},
+                                               {{"rank", 6}, {"token_str", "[STREAMING_WORD]"}, {"is_control", true}}});
+  return j.dump();
+}
+
+static int64_t merge_id(int k) { return kNumSpecial + 256 + k; }  // k-th merge token above
+
+static void test_base64() {
+  std::string out;
+  CHECK(base64_decode("aGVsbG8=", &out) && out == "hello");
+  CHECK(base64_decode("aGk=", &out) && out == "hi");
+  CHECK(base64_decode("", &out) && out.empty());
+  CHECK(base64_decode("AA==", &out) && out == std::string(1, '\0'));
+  CHECK(!base64_decode("aGk", &out));
+  CHECK(!base64_decode("a=Gk", &out));
+  CHECK(!base64_decode("a*k=", &out));
+  std::mt19937 rng(1);
+  for (int it = 0; it < 200; ++it) {
+    std::string s(rng() % 20, '\0');
+    for (auto& c : s) c = static_cast<char>(rng());
+    CHECK(base64_decode(b64(s), &out) && out == s);
+  }
+}
+
+static void test_utf8_replace() {
+  // Expected values: Python bytes.decode("utf-8", errors="replace").encode().
+  const std::pair<const char*, const char*> cases[] = {
+      {"\x61\x62\x63", "\x61\x62\x63"},
+      {"\xe2\x82\xac", "\xe2\x82\xac"},
+      {"\xe2\x82", "\xef\xbf\xbd"},
+      {"\xe2\x82\x61", "\xef\xbf\xbd\x61"},
+      {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},
+      {"\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+      {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"},
+      {"\xf0\x9f\x98", "\xef\xbf\xbd"},
+      {"\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+      {"\xff\xfe", "\xef\xbf\xbd\xef\xbf\xbd"},
+      {"\x80\x61\x62\x63", "\xef\xbf\xbd\x61\x62\x63"},
+      {"\xe0\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+      {"\xf0\x80", "\xef\xbf\xbd\xef\xbf\xbd"},
+      {"\x61\xf1\x80\x80\xe2", "\x61\xef\xbf\xbd\xef\xbf\xbd"},
+  };
+  for (const auto& [in, want] : cases) CHECK_EQ(utf8_decode_replace(in), std::string(want));
+  CHECK_EQ(utf8_stable_prefix("ab\xe2\x82"), 2u);
+  CHECK_EQ(utf8_stable_prefix("ab\xe2\x82\xac"), 5u);
+  CHECK_EQ(utf8_stable_prefix("ab\xe2\x41"), 4u);
+  CHECK_EQ(utf8_stable_prefix("\xf0\x9f\x98"), 0u);
+  CHECK_EQ(utf8_stable_prefix("\xe0\x80"), 2u);  // E0 80 can never complete
+  // Property: decode(prefix) + decode(rest) == decode(all) at the stable split, for random bytes.
+  std::mt19937 rng(7);
+  const unsigned char pool[] = {0x41, 0x80, 0x9f, 0xa0, 0xbf, 0xc2, 0xdf, 0xe0, 0xe2, 0xed, 0xf0, 0xf4, 0xf5, 0xff};
+  for (int it = 0; it < 3000; ++it) {
+    std::string s(rng() % 9, '\0');
+    for (auto& c : s) c = static_cast<char>(pool[rng() % sizeof(pool)]);
+    const size_t k = utf8_stable_prefix(s);
+    std::string more(rng() % 4, '\0');
+    for (auto& c : more) c = static_cast<char>(pool[rng() % sizeof(pool)]);
+    CHECK_EQ(utf8_decode_replace(s.substr(0, k)) + utf8_decode_replace(s.substr(k) + more),
+             utf8_decode_replace(s + more));
+  }
+}
+
+static void test_tekken_decode() {
+  std::unique_ptr<Tekken> tok;
+  Status s = Tekken::from_json_text(tiny_tekken_json(), "tiny.json", &tok);
+  CHECK(s.ok());
+  if (!s.ok()) {
+    std::printf("  %s\n", s.message().c_str());
+    return;
+  }
+  CHECK_EQ(tok->num_special_tokens(), kNumSpecial);
+  CHECK_EQ(tok->vocab_size(), kNumSpecial + static_cast<int64_t>(g_vocab_bytes.size()));
+  CHECK_EQ(tok->special_id("<s>"), 1);
+  CHECK_EQ(tok->special_id("</s>"), 2);
+  CHECK_EQ(tok->special_id("[STREAMING_PAD]"), 5);
+  CHECK_EQ(tok->special_id("[STREAMING_WORD]"), 6);
+  CHECK_EQ(tok->special_id("<SPECIAL_3>"), 3);  // filler
+  CHECK_EQ(tok->special_id("[NOPE]"), -1);
+  const std::vector<int64_t> hello = {1, merge_id(0), 6, merge_id(1), 2};
+  CHECK_EQ(tok->decode(hello), " hello world");  // nothing stripped, specials dropped
+  // euro sign split over two tokens: whole within one run, U+FFFD + garbage when a special splits it
+  CHECK_EQ(tok->decode({merge_id(2), merge_id(3)}), "\xe2\x82\xac!");
+  CHECK_EQ(tok->decode({merge_id(2), 6, merge_id(3)}), "\xef\xbf\xbd\xef\xbf\xbd!");
+  CHECK_EQ(tok->decode({merge_id(4), merge_id(5)}), "\xf0\x9f\x98\x80");
+  CHECK_EQ(tok->decode({merge_id(4)}), "\xef\xbf\xbd");
+  CHECK_EQ(tok->decode({kNumSpecial + 'a', kNumSpecial + 0xC3, kNumSpecial + 0xA9}), "a\xc3\xa9");
+
+  // Streamer: concatenation == decode(all), only complete UTF-8 per piece, for random id sequences.
+  std::mt19937 rng(3);
+  const int64_t n_vocab = tok->vocab_size();
+  for (int it = 0; it < 500; ++it) {
+    std::vector<int64_t> ids(rng() % 12);
+    for (auto& id : ids) {
+      const int r = rng() % 4;
+      id = r == 0 ? (rng() % kNumSpecial) : r == 1 ? merge_id(rng() % 7) : (kNumSpecial + 0x80 + rng() % 0x80);
+      if (id >= n_vocab) id = 1;
+    }
+    TekkenStreamer st(*tok);
+    std::string all;
+    for (int64_t id : ids) {
+      const std::string piece = st.push(id);
+      CHECK_EQ(utf8_decode_replace(piece), piece);  // valid UTF-8
+      all += piece;
+    }
+    all += st.finish();
+    CHECK_EQ(all, tok->decode(ids));
+  }
+  // A character arrives in two tokens: nothing until it is complete.
+  TekkenStreamer st(*tok);
+  CHECK_EQ(st.push(merge_id(4)), "");
+  CHECK_EQ(st.push(merge_id(5)), "\xf0\x9f\x98\x80");
+}
+
+static void test_tekken_errors() {
+  std::unique_ptr<Tekken> tok;
+  CHECK(!Tekken::from_json_text("{", "x.json", &tok).ok());
+  CHECK(!Tekken::from_json_text("{\"config\": {}}", "x.json", &tok).ok());
+  Status s = Tekken::from_json_text(tiny_tekken_json(100000), "big.json", &tok);  // vocab list too short
+  CHECK(!s.ok() && s.message().find("big.json") != std::string::npos);
+  // legacy file without special_tokens: allowed for version <= v7 only
+  auto j = nlohmann::json::parse(tiny_tekken_json());
+  j.erase("special_tokens");
+  j["config"]["default_num_special_tokens"] = 20;
+  j["config"]["default_vocab_size"] = 20 + 256;
+  j["config"]["version"] = "v3";
+  s = Tekken::from_json_text(j.dump(), "legacy.json", &tok);
+  CHECK(s.ok());
+  if (s.ok()) {
+    CHECK_EQ(tok->special_id("[TOOL_CONTENT]"), 19);
+    CHECK_EQ(tok->special_id("</s>"), 2);
+  }
+  j["config"]["version"] = "v13";
+  CHECK(!Tekken::from_json_text(j.dump(), "legacy.json", &tok).ok());
+  CHECK(!Tekken::from_file("/nonexistent/tekken.json", &tok).ok());
+}
+
+// ---------------------------------------------------------------------------------------------- PCM input
+
+static void test_pcm_decoder() {
+  std::string err;
+  std::vector<float> out;
+  PcmDecoder s16(PcmFormat::S16LE);
+  const unsigned char bytes[] = {0x00, 0x80, 0xff, 0x7f, 0x00, 0x00, 0x00, 0x40};  // -32768, 32767, 0, 16384
+  // pushed one byte at a time: samples split across pushes
+  for (unsigned char b : bytes) CHECK(s16.push(&b, 1, &out, &err));
+  CHECK_EQ(out.size(), 4u);
+  if (out.size() == 4) {
+    CHECK_EQ(out[0], -1.0f);
+    CHECK_EQ(out[1], 32767.0f / 32768.0f);
+    CHECK_EQ(out[2], 0.0f);
+    CHECK_EQ(out[3], 0.5f);
+  }
+  CHECK(s16.finish(&err));
+  CHECK(s16.push(bytes, 3, &out, &err));  // 1.5 samples
+  CHECK(!s16.finish(&err) && err.find("middle of a sample") != std::string::npos);
+
+  PcmDecoder f32(PcmFormat::F32LE);
+  out.clear();
+  const float vals[] = {0.25f, -1.5f, 3.0f};
+  CHECK(f32.push(reinterpret_cast<const char*>(vals), 5, &out, &err));
+  CHECK(f32.push(reinterpret_cast<const char*>(vals) + 5, sizeof(vals) - 5, &out, &err));
+  CHECK_EQ(out.size(), 3u);
+  if (out.size() == 3) CHECK(out[0] == 0.25f && out[1] == -1.5f && out[2] == 3.0f);
+  CHECK(f32.finish(&err));
+  const float bad[] = {1.0f, NAN};
+  CHECK(!f32.push(bad, sizeof(bad), &out, &err) && err.find("NaN") != std::string::npos);
+  PcmFormat fmt;
+  CHECK(parse_pcm_format("s16le", &fmt) && fmt == PcmFormat::S16LE);
+  CHECK(parse_pcm_format("f32le", &fmt) && fmt == PcmFormat::F32LE);
+  CHECK(!parse_pcm_format("u8", &fmt));
+}
+
+static void test_resampler() {
+  // 1 s of a 440 Hz tone at 48 kHz -> 16 kHz: length and amplitude sane; stream vs one-shot close.
+  std::vector<float> x(48000);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 0.5f * std::sin(2 * M_PI * 440 * i / 48000.0);
+  std::vector<float> y;
+  std::string err;
+  CHECK(resample_like_python_soxr(x.data(), x.size(), 48000, 16000, &y, &err));
+  CHECK(y.size() == 16000 || y.size() == 16001);
+  StreamResampler rs(48000, 16000);
+  CHECK(rs.ok());
+  std::vector<float> z;
+  for (size_t i = 0; i < x.size(); i += 4000) CHECK(rs.process(x.data() + i, std::min<size_t>(4000, x.size() - i), &z));
+  CHECK(rs.finish(&z));
+  CHECK(z.size() >= 15990 && z.size() <= 16010);
+  double max_diff = 0;
+  for (size_t i = 100; i + 100 < std::min(y.size(), z.size()); ++i) max_diff = std::max(max_diff, double(std::fabs(y[i] - z[i])));
+  CHECK(max_diff < 1e-3);
+  StreamResampler bad(0, 16000);
+  CHECK(!bad.ok());
+}
+
+// ---------------------------------------------------------------------------------------------- metadata
+
+static ModelInfo tiny_info() {
+  ModelInfo m;
+  m.format_version = 1;
+  m.sample_rate = 16000;
+  m.hop_length = 160;
+  m.window_size = 400;
+  m.num_mel_bins = 3;
+  m.samples_per_token = 1280;
+  m.mel_frames_per_token = 8;
+  m.enc_frames_per_token = 4;
+  m.dim = 4;
+  m.vocab_size = kNumSpecial + 263;
+  m.enc_sliding_window = 40;
+  m.dec_sliding_window = 64;
+  m.max_mel_frames = 24;  // 3 tokens
+  m.max_enc_tokens = 4;
+  m.max_dec_tokens = 5;
+  m.default_delay_tokens = 2;
+  m.left_pad_tokens = 4;
+  m.right_pad_buffer_tokens = 10;
+  m.bos_id = 1;
+  m.eos_id = 2;
+  m.streaming_pad_id = 5;
+  m.streaming_word_id = 6;
+  m.num_special_tokens = kNumSpecial;
+  m.ms_per_token = 80;
+  return m;
+}
+
+static void test_metadata() {
+  const ModelInfo want = tiny_info();
+  std::map<std::string, int64_t> kv;
+#define VX_PUT(name) kv[#name] = want.name;
+  VOXTRAL_RT_METADATA_KEYS(VX_PUT)
+#undef VX_PUT
+  auto reader = [&](const char* key, int64_t* v) -> Status {
+    auto it = kv.find(key);
+    if (it == kv.end()) return Status::error(std::string("missing metadata '") + key + "': re-export");
+    *v = it->second;
+    return Status();
+  };
+  ModelInfo got;
+  CHECK(read_model_info(reader, "m.pte", &got).ok());
+  CHECK_EQ(got.max_dec_tokens, 5);
+  CHECK_EQ(got.streaming_word_id, 6);
+  kv.erase("max_dec_tokens");
+  Status s = read_model_info(reader, "m.pte", &got);
+  CHECK(!s.ok() && s.message().find("max_dec_tokens") != std::string::npos);
+  kv["max_dec_tokens"] = 5;
+  kv["format_version"] = 2;
+  s = read_model_info(reader, "m.pte", &got);
+  CHECK(!s.ok() && s.message().find("format_version") != std::string::npos);
+  kv["format_version"] = 1;
+  kv["samples_per_token"] = 1000;
+  CHECK(!read_model_info(reader, "m.pte", &got).ok());
+
+  int64_t d = 0;
+  CHECK(delay_tokens_for(want, -1, &d).ok() && d == 2);
+  CHECK(delay_tokens_for(want, 480, &d).ok() && d == 6);
+  CHECK(delay_tokens_for(want, 80, &d).ok() && d == 1);
+  CHECK(delay_tokens_for(want, 1200, &d).ok() && d == 15);
+  CHECK(delay_tokens_for(want, 2400, &d).ok() && d == 30);
+  CHECK(!delay_tokens_for(want, 0, &d).ok());
+  CHECK(!delay_tokens_for(want, 100, &d).ok());
+  CHECK(!delay_tokens_for(want, 1280, &d).ok());
+  CHECK(!delay_tokens_for(want, -80, &d).ok());
+}
+
+// ---------------------------------------------------------------------------------------------- protocol
+
+// Fake model: checks every input against the reference protocol computed independently from the whole
+// padded stream, and produces scripted tokens.
+//   mel frame value (all bins)   = stream[hop*i] (the frame's centre sample)
+//   audio_emb[t][d]              = mel frame 8t + d  (d < dim <= 8)
+//   tok_emb[id][d]               = 1000 * id + d
+//   token generated at position p = script(p)
+struct FakeModel : ModelBackend {
+  ModelInfo m = tiny_info();
+  std::vector<float> ref_stream;   // zeros(L*spt) ++ audio ++ right pad (set by the test)
+  std::function<int64_t(int64_t)> script = [](int64_t p) { return kNumSpecial + 'a' + p % 26; };
+  std::vector<float> last_window;
+  int64_t last_n_frames = 0;
+  int64_t n_encoded = 0;          // tokens encoded so far
+  int64_t expect_next_pos = 0;    // decoder positions must be contiguous from 0
+  int64_t pending_embed_pos = -1;
+  std::vector<int64_t> fed;       // token fed at each decoder position
+  int errors = 0;
+  int64_t max_prefill = 0, max_enc_call = 0;
+  std::vector<std::string> log;
+
+  const ModelInfo& info() const override { return m; }
+  float stream_at(int64_t s) const {
+    return (s < 0 || s >= static_cast<int64_t>(ref_stream.size())) ? 0.0f : ref_stream[static_cast<size_t>(s)];
+  }
+  float audio_emb(int64_t t, int64_t d) const { return stream_at(m.hop_length * (m.mel_frames_per_token * t + d)); }
+
+  Status preprocess(const float* window, int64_t n, std::vector<float>* mel) override {
+    const int64_t len = m.hop_length * n + m.window_size - m.hop_length;
+    last_window.assign(window, window + len);
+    last_n_frames = n;
+    if (n < 1 || n > m.max_mel_frames) ++errors;
+    mel->assign(static_cast<size_t>(m.num_mel_bins * n), 0.0f);
+    for (int64_t b = 0; b < m.num_mel_bins; ++b)
+      for (int64_t i = 0; i < n; ++i) (*mel)[b * n + i] = window[m.hop_length * i + m.window_size / 2];
+    return Status();
+  }
+  Status encode(const float* mel, int64_t k, int64_t enc_pos, std::vector<float>* emb) override {
+    const int64_t t0 = enc_pos / m.enc_frames_per_token;
+    if (enc_pos % m.enc_frames_per_token || t0 != n_encoded || k < 1 || k > m.max_enc_tokens ||
+        last_n_frames != k * m.mel_frames_per_token) {
+      ++errors;
+      log.push_back("bad encode call");
+    }
+    max_enc_call = std::max(max_enc_call, k);
+    // the preprocessor window must be the stream samples [hop*f0 - win/2, ...) with zeros outside
+    const int64_t start = m.hop_length * m.mel_frames_per_token * t0 - m.window_size / 2;
+    for (size_t i = 0; i < last_window.size(); ++i) {
+      if (last_window[i] != stream_at(start + static_cast<int64_t>(i))) {
+        ++errors;
+        log.push_back("window mismatch at token " + std::to_string(t0));
+        break;
+      }
+    }
+    const int64_t n = k * m.mel_frames_per_token;
+    emb->assign(static_cast<size_t>(k * m.dim), 0.0f);
+    for (int64_t t = 0; t < k; ++t)
+      for (int64_t d = 0; d < m.dim; ++d) (*emb)[t * m.dim + d] = mel[0 * n + t * m.mel_frames_per_token + d];
+    n_encoded += k;
+    return Status();
+  }
+  Status embed(const int64_t* ids, int64_t n, std::vector<float>* emb) override {
+    if (n < 1 || n > m.max_dec_tokens) ++errors;
+    emb->assign(static_cast<size_t>(n * m.dim), 0.0f);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t d = 0; d < m.dim; ++d) (*emb)[i * m.dim + d] = static_cast<float>(1000 * ids[i] + d);
+    return Status();
+  }
+  Status decode(const float* x, int64_t n, int64_t pos, int64_t, std::vector<float>* logits) override {
+    if (pos != expect_next_pos || n < 1 || n > m.max_dec_tokens || pos + n > n_encoded) {
+      ++errors;
+      log.push_back("bad decode call at " + std::to_string(pos));
+    }
+    max_prefill = std::max(max_prefill, n);
+    for (int64_t i = 0; i < n; ++i) {
+      // recover the fed token: x - audio_emb must be 1000*id + d
+      const int64_t p = pos + i;
+      const float id_f = (x[i * m.dim] - audio_emb(p, 0)) / 1000.0f;
+      const auto id = static_cast<int64_t>(std::lround(id_f));
+      for (int64_t d = 0; d < m.dim; ++d) {
+        if (std::fabs(x[i * m.dim + d] - (1000.0f * id + d + audio_emb(p, d))) > 1e-3f) {
+          ++errors;
+          log.push_back("bad embedding sum at " + std::to_string(p));
+          break;
+        }
+      }
+      fed.push_back(id);
+    }
+    expect_next_pos = pos + n;
+    logits->assign(static_cast<size_t>(m.vocab_size), 0.0f);
+    (*logits)[static_cast<size_t>(script(pos + n - 1))] = 1.0f;
+    return Status();
+  }
+};
+
+static std::vector<float> ramp_audio(size_t n) {
+  std::vector<float> a(n);
+  for (size_t i = 0; i < n; ++i) a[i] = static_cast<float>(i % 1000 + 1) / 1000.0f;  // never 0
+  return a;
+}
+
+static std::vector<float> reference_stream(const ModelInfo& m, const std::vector<float>& audio, int64_t delay) {
+  const int64_t spt = m.samples_per_token;
+  std::vector<float> s(static_cast<size_t>(m.left_pad_tokens * spt), 0.0f);
+  s.insert(s.end(), audio.begin(), audio.end());
+  const int64_t align = (spt - static_cast<int64_t>(audio.size()) % spt) % spt;
+  s.resize(s.size() + static_cast<size_t>(align + (delay + 1 + m.right_pad_buffer_tokens) * spt), 0.0f);
+  return s;
+}
+
+struct RunResult {
+  std::vector<int64_t> ids, fed;
+  std::vector<double> times;
+  std::string text, streamed_text;
+  int fake_errors = 0;
+  int64_t n_audio_tokens = 0, prompt_len = 0, max_prefill = 0, max_enc_call = 0;
+  bool finished = false;
+};
+
+// Feed `audio` in chunks of chunk samples (0 = all at once), then flush.
+static RunResult run_stream(const std::vector<float>& audio, size_t chunk, int64_t delay, const Tekken* tok,
+                            std::function<int64_t(int64_t)> script = nullptr, int64_t max_enc = 0) {
+  FakeModel fake;
+  if (script) fake.script = script;
+  fake.ref_stream = reference_stream(fake.m, audio, delay);
+  StreamConfig cfg;
+  cfg.delay_tokens = delay;
+  cfg.max_enc_tokens = max_enc;
+  RunResult r;
+  cfg.on_token = [&](const TokenEvent& ev) { r.streamed_text += ev.text; };
+  Stream st(&fake, tok, cfg);
+  int64_t n_new = 0, total = 0;
+  if (chunk == 0) chunk = audio.size() ? audio.size() : 1;
+  for (size_t i = 0; i < audio.size(); i += chunk) {
+    Status s = st.feed(audio.data() + i, std::min(chunk, audio.size() - i), &n_new);
+    CHECK(s.ok());
+    total += n_new;
+    // never a decoder step whose audio embedding does not exist yet (FakeModel checks), and never
+    // more generated tokens than positions with audio
+    CHECK(st.dec_pos() <= st.enc_pos());
+  }
+  CHECK(st.flush(&n_new).ok());
+  total += n_new;
+  CHECK(st.flush(&n_new).ok() && n_new == 0);  // idempotent
+  CHECK_EQ(total, static_cast<int64_t>(st.token_ids().size()));
+  r.ids = st.token_ids();
+  r.times = st.token_times_ms();
+  r.fed = fake.fed;
+  r.text = st.text();
+  r.fake_errors = fake.errors;
+  for (const auto& l : fake.log) std::printf("  fake: %s\n", l.c_str());
+  r.n_audio_tokens = st.n_audio_tokens_total();
+  r.prompt_len = st.prompt_len();
+  r.max_prefill = fake.max_prefill;
+  r.max_enc_call = fake.max_enc_call;
+  r.finished = st.finished();
+  return r;
+}
+
+static void test_protocol_offline() {
+  const ModelInfo m = tiny_info();
+  const auto audio = ramp_audio(5000);  // 3.9 tokens
+  const int64_t D = 2;
+  RunResult r = run_stream(audio, 0, D, nullptr);
+  CHECK_EQ(r.fake_errors, 0);
+  // T = L + ceil(N/spt) + D + 1 + 10
+  const int64_t T = m.left_pad_tokens + 4 + D + 1 + m.right_pad_buffer_tokens;
+  CHECK_EQ(r.n_audio_tokens, T);
+  CHECK_EQ(r.prompt_len, m.left_pad_tokens + D + 1);
+  CHECK_EQ(static_cast<int64_t>(r.ids.size()), T - r.prompt_len);  // transformers' generate length
+  CHECK(r.finished);
+  // positions: the prompt, then each generated token fed back at the next position; last emb unused
+  const int64_t P = r.prompt_len;
+  CHECK_EQ(static_cast<int64_t>(r.fed.size()), T - 1);
+  if (static_cast<int64_t>(r.fed.size()) == T - 1) {
+    CHECK_EQ(r.fed[0], m.bos_id);
+    for (int64_t p = 1; p < P; ++p) CHECK_EQ(r.fed[static_cast<size_t>(p)], m.streaming_pad_id);
+    for (int64_t p = P; p < T - 1; ++p) CHECK_EQ(r.fed[static_cast<size_t>(p)], r.ids[static_cast<size_t>(p - P)]);
+  }
+  // generated token k comes from the logits at position P-1+k (script) and is timed at q = P + k
+  for (size_t k = 0; k < r.ids.size(); ++k) {
+    CHECK_EQ(r.ids[k], kNumSpecial + 'a' + (P - 1 + static_cast<int64_t>(k)) % 26);
+    CHECK_EQ(r.times[k], static_cast<double>((P + static_cast<int64_t>(k) - m.left_pad_tokens - D) * m.ms_per_token));
+  }
+  CHECK(r.max_prefill <= m.max_dec_tokens);
+  CHECK(r.max_enc_call <= 3);  // min(max_enc_tokens 4, max_mel_frames 24 / 8)
+  CHECK_EQ(r.max_enc_call, 3);
+}
+
+static void test_protocol_streaming_equals_offline() {
+  const auto audio = ramp_audio(9 * 1280 + 77);
+  for (int64_t D : {1, 2, 6}) {
+    const RunResult off = run_stream(audio, 0, D, nullptr);
+    for (size_t chunk : {1u, 39u, 160u, 1280u, 1320u, 4000u}) {
+      const RunResult st = run_stream(audio, chunk, D, nullptr, nullptr, chunk == 160u ? 1 : 0);
+      CHECK_EQ(st.fake_errors, 0);
+      CHECK(st.ids == off.ids);
+      CHECK(st.fed == off.fed);
+      CHECK(st.times == off.times);
+    }
+  }
+  // exact multiple of a token and empty audio
+  for (size_t n : {size_t(0), size_t(1280 * 3), size_t(1)}) {
+    const RunResult r = run_stream(ramp_audio(n), 0, 2, nullptr);
+    CHECK_EQ(r.fake_errors, 0);
+    CHECK_EQ(static_cast<int64_t>(r.ids.size()), r.n_audio_tokens - r.prompt_len);
+  }
+}
+
+static void test_protocol_eos_and_text() {
+  std::unique_ptr<Tekken> tok;
+  CHECK(Tekken::from_json_text(tiny_tekken_json(), "tiny.json", &tok).ok());
+  if (!tok) return;
+  const ModelInfo m = tiny_info();
+  const int64_t P = m.left_pad_tokens + 2 + 1;
+  // script: PAD, " hello", WORD, euro split over two tokens, "😀" split, then EOS at position P+6
+  const std::vector<int64_t> seq = {m.streaming_pad_id, merge_id(0), m.streaming_word_id, merge_id(2),
+                                    merge_id(3),        merge_id(4), merge_id(5),         m.eos_id};
+  auto script = [&](int64_t p) -> int64_t {
+    const int64_t k = p - (P - 1);
+    return (k >= 0 && k < static_cast<int64_t>(seq.size())) ? seq[static_cast<size_t>(k)] : m.streaming_pad_id;
+  };
+  const auto audio = ramp_audio(30 * 1280);
+  for (size_t chunk : {0u, 640u}) {
+    const RunResult r = run_stream(audio, chunk, 2, tok.get(), script);
+    CHECK_EQ(r.fake_errors, 0);
+    CHECK(r.ids == seq);  // stops at EOS, EOS kept
+    CHECK(r.finished);
+    CHECK_EQ(r.text, " hello\xe2\x82\xac!\xf0\x9f\x98\x80");
+    CHECK_EQ(r.streamed_text, r.text);
+  }
+}
+
+static void test_stream_errors_and_reset() {
+  FakeModel fake;
+  const auto audio = ramp_audio(4000);
+  fake.ref_stream = reference_stream(fake.m, audio, 2);
+  StreamConfig cfg;
+  cfg.delay_tokens = 2;
+  Stream st(&fake, nullptr, cfg);
+  int64_t n = 0;
+  const float nan_buf[] = {0.1f, NAN};
+  Status s = st.feed(nan_buf, 2, &n);
+  CHECK(!s.ok() && s.message().find("NaN") != std::string::npos);
+  st.reset();
+  CHECK(st.feed(audio.data(), audio.size(), &n).ok());
+  CHECK(st.flush(&n).ok());
+  s = st.feed(audio.data(), 10, &n);
+  CHECK(!s.ok() && s.message().find("reset") != std::string::npos);
+  const auto first = st.token_ids();
+  // reset -> a new stream from position 0 gives the same tokens (fake restarts its expectations too)
+  st.reset();
+  fake.n_encoded = 0;
+  fake.expect_next_pos = 0;
+  CHECK(st.feed(audio.data(), audio.size(), &n).ok());
+  CHECK(st.flush(&n).ok());
+  CHECK(st.token_ids() == first);
+  CHECK_EQ(fake.errors, 0);
+  // tokens_ready arithmetic: token t ready once spt*(t+1) + win/2 - hop samples exist
+  st.reset();
+  fake.n_encoded = 0;
+  fake.expect_next_pos = 0;
+  const int64_t L = fake.m.left_pad_tokens, spt = 1280;
+  CHECK_EQ(st.tokens_ready(), L - 1);  // the left pad alone: last pad token needs 40 samples of audio
+  CHECK(st.feed(audio.data(), 39, &n).ok());
+  CHECK_EQ(st.tokens_ready(), L - 1);
+  CHECK(st.feed(audio.data() + 39, 1, &n).ok());
+  CHECK_EQ(st.tokens_ready(), L);
+  CHECK(st.feed(audio.data() + 40, spt, &n).ok());
+  CHECK_EQ(st.tokens_ready(), L + 1);
+  // stop(): returns early, state resumable only after reset
+  st.stop();
+  CHECK(st.feed(audio.data(), 2000, &n).ok() && n == 0);
+}
+
+int main() {
+  run("base64", test_base64);
+  run("utf8_replace", test_utf8_replace);
+  run("tekken_decode", test_tekken_decode);
+  run("tekken_errors", test_tekken_errors);
+  run("pcm_decoder", test_pcm_decoder);
+  run("resampler", test_resampler);
+  run("metadata", test_metadata);
+  run("protocol_offline", test_protocol_offline);
+  run("protocol_streaming_equals_offline", test_protocol_streaming_equals_offline);
+  run("protocol_eos_and_text", test_protocol_eos_and_text);
+  run("stream_errors_and_reset", test_stream_errors_and_reset);
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}
