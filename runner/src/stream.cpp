@@ -147,13 +147,12 @@ bool Stream::generation_limit_reached() const {
 }
 
 Status Stream::pump(int64_t* n_new) {
-  while (!finished() && !stop_requested()) {
-    VX_RETURN_IF_ERROR(decode_ready(n_new));
-    if (finished() || stop_requested()) break;
-    const int64_t ready = tokens_ready();
-    if (enc_pos_ >= ready) break;
-    VX_RETURN_IF_ERROR(encode_chunk(std::min(enc_chunk_, ready - enc_pos_)));
+  // Encode every ready token (chunks of <= enc_chunk_), then decode every position with an audio
+  // embedding -- the same order as voxtral_rt/protocol.py, so both make identical model calls.
+  while (!finished() && !stop_requested() && enc_pos_ < tokens_ready()) {
+    VX_RETURN_IF_ERROR(encode_chunk(std::min(enc_chunk_, tokens_ready() - enc_pos_)));
   }
+  if (!finished() && !stop_requested()) VX_RETURN_IF_ERROR(decode_ready(n_new));
   trim_buffers();
   return Status();
 }
@@ -216,10 +215,10 @@ Status Stream::decode_ready(int64_t* n_new) {
   while (!finished() && !stop_requested()) {
     const double t0 = now_ms();
     if (dec_pos_ < P) {
-      // Prefill the prompt as far as audio embeddings exist, in chunks of <= max_dec_tokens.
-      const int64_t end = std::min(P, enc_pos_);
-      if (dec_pos_ >= end) break;
-      const int64_t S = std::min(info_.max_dec_tokens, end - dec_pos_);
+      // Prefill the whole prompt once its audio embeddings exist, in chunks of <= max_dec_tokens.
+      // (Its first output is the argmax at P-1 anyway; one batch is cheaper than P single steps.)
+      if (enc_pos_ < P) break;
+      const int64_t S = std::min(info_.max_dec_tokens, P - dec_pos_);
       VX_RETURN_IF_ERROR(model_->embed(prompt_.data() + dec_pos_, S, &tok_emb_));
       VX_RETURN_IF_ERROR(add_audio(dec_pos_, S));
       VX_RETURN_IF_ERROR(run_decoder(dec_pos_, S));

@@ -4,9 +4,12 @@
 //   mel frame i covers stream samples [hop*i - win/2, hop*i + win/2) (zeros outside the stream);
 //   token t = frames 8t..8t+7, ready once the stream has spt*(t+1) + win/2 - hop samples (or after flush).
 //   encoder: tokens in chunks of 1..max_enc_tokens -> audio_emb[t].
-//   decoder: prompt P = [BOS] + [STREAMING_PAD]*(L+D); position p input = tok_emb(token_p) + audio_emb[p],
-//   run only once audio_emb[p] exists; the argmax at p is the token fed at p+1. Stop on EOS (kept) or,
-//   after flush, when n_generated == n_audio_tokens - len(P).
+//   decoder: prompt P = [BOS] + [STREAMING_PAD]*(L+D), prefilled (chunks of <= max_dec_tokens from 0)
+//   once audio_emb[0..len(P)-1] exist; position p input = tok_emb(token_p) + audio_emb[p], run only once
+//   audio_emb[p] exists; the argmax at p is the token fed at p+1. Stop on EOS (kept) or, after flush,
+//   when n_generated == n_audio_tokens - len(P).
+//   Each feed/flush first encodes every ready token, then decodes: the same model calls as
+//   voxtral_rt/protocol.py for any feed sizes.
 //
 // State names follow voxtral_rt/protocol.py: samples_consumed (real audio), enc_pos (next token to
 // encode), dec_pos (next decoder position), eos, flushed.

@@ -376,6 +376,8 @@ struct FakeModel : ModelBackend {
   int errors = 0;
   int64_t max_prefill = 0, max_enc_call = 0;
   std::vector<std::string> log;
+  std::vector<std::pair<int64_t, int64_t>> decode_calls;  // (pos, n)
+  int64_t prompt_len = 0;                                  // if set: prefill must wait for the whole prompt
 
   const ModelInfo& info() const override { return m; }
   float stream_at(int64_t s) const {
@@ -430,6 +432,11 @@ struct FakeModel : ModelBackend {
       log.push_back("bad decode call at " + std::to_string(pos));
     }
     max_prefill = std::max(max_prefill, n);
+    decode_calls.emplace_back(pos, n);
+    if (prompt_len && n_encoded < prompt_len) {
+      ++errors;
+      log.push_back("prefill before the whole prompt's audio was encoded");
+    }
     for (int64_t i = 0; i < n; ++i) {
       // recover the fed token: x - audio_emb must be 1000*id + d
       const int64_t p = pos + i;
@@ -473,6 +480,7 @@ struct RunResult {
   int fake_errors = 0;
   int64_t n_audio_tokens = 0, prompt_len = 0, max_prefill = 0, max_enc_call = 0;
   bool finished = false;
+  std::vector<std::pair<int64_t, int64_t>> decode_calls;
 };
 
 // Feed `audio` in chunks of chunk samples (0 = all at once), then flush.
@@ -487,6 +495,7 @@ static RunResult run_stream(const std::vector<float>& audio, size_t chunk, int64
   RunResult r;
   cfg.on_token = [&](const TokenEvent& ev) { r.streamed_text += ev.text; };
   Stream st(&fake, tok, cfg);
+  fake.prompt_len = st.prompt_len();
   int64_t n_new = 0, total = 0;
   if (chunk == 0) chunk = audio.size() ? audio.size() : 1;
   for (size_t i = 0; i < audio.size(); i += chunk) {
@@ -512,6 +521,7 @@ static RunResult run_stream(const std::vector<float>& audio, size_t chunk, int64
   r.max_prefill = fake.max_prefill;
   r.max_enc_call = fake.max_enc_call;
   r.finished = st.finished();
+  r.decode_calls = fake.decode_calls;
   return r;
 }
 
@@ -541,6 +551,13 @@ static void test_protocol_offline() {
     CHECK_EQ(r.times[k], static_cast<double>((P + static_cast<int64_t>(k) - m.left_pad_tokens - D) * m.ms_per_token));
   }
   CHECK(r.max_prefill <= m.max_dec_tokens);
+  // prefill: chunks of max_dec_tokens from 0 (P = 7, max_dec_tokens = 5 -> (0,5), (5,2)), then single steps
+  CHECK(r.decode_calls.size() >= 3);
+  if (r.decode_calls.size() >= 3) {
+    CHECK(r.decode_calls[0] == std::make_pair(int64_t(0), int64_t(5)));
+    CHECK(r.decode_calls[1] == std::make_pair(int64_t(5), P - 5));
+    CHECK(r.decode_calls[2] == std::make_pair(P, int64_t(1)));
+  }
   CHECK(r.max_enc_call <= 3);  // min(max_enc_tokens 4, max_mel_frames 24 / 8)
   CHECK_EQ(r.max_enc_call, 3);
 }
@@ -555,6 +572,7 @@ static void test_protocol_streaming_equals_offline() {
       CHECK(st.ids == off.ids);
       CHECK(st.fed == off.fed);
       CHECK(st.times == off.times);
+      CHECK(st.decode_calls == off.decode_calls);  // same model calls whatever the feed sizes
     }
   }
   // exact multiple of a token and empty audio
