@@ -118,11 +118,18 @@ def _generator(seed: int, name: str) -> torch.Generator:
 
 def _std(name: str, shape: tuple[int, ...]) -> float:
     if name == "tok_embeddings.weight":
-        return 1.0  # unit-variance token embedding, same scale as the adapter's audio embedding
+        # Small next to the ~unit-variance audio embedding: with a tied head, a unit-variance embedding makes
+        # "repeat the fed-back token" win every step (greedy output collapses to [STREAMING_PAD]).
+        return 0.1
     fan_in = 1
     for d in shape[1:]:
         fan_in *= d  # linear [out, in]; conv [out, in, k]
-    return fan_in**-0.5  # keeps activations ~unit-variance through each layer
+    if "ada_rms_norm_t_cond" in name:
+        return fan_in**-0.5
+    # Gain 2 puts the random network in its chaotic regime: with unit gain, random features of a log-mel
+    # (large DC component) make every audio embedding nearly the same vector and greedy output repeats one
+    # token; gain 2 amplifies the frame-to-frame differences. Pre-norm blocks keep activations finite.
+    return 2.0 * fan_in**-0.5
 
 
 def tensor_chunks(name: str, shape: tuple[int, ...], seed: int, dtype: torch.dtype = torch.bfloat16) -> Iterator[torch.Tensor]:
