@@ -156,12 +156,14 @@ Session::~Session() = default;
 
 int64_t Session::feed(const float* pcm16k, size_t n_samples) {
   int64_t n = 0;
-  return impl_->result(impl_->stream.feed(pcm16k, n_samples, &n), n);
+  const Status s = impl_->stream.feed(pcm16k, n_samples, &n);
+  return impl_->result(s, n);
 }
 
 int64_t Session::flush() {
   int64_t n = 0;
-  return impl_->result(impl_->stream.flush(&n), n);
+  const Status s = impl_->stream.flush(&n);
+  return impl_->result(s, n);
 }
 
 void Session::reset() {
