@@ -1,0 +1,140 @@
+"""The C++ runner (built by `make runner`) against the Python paths on the same exported tiny model:
+same tokens offline, streaming at any chunk size, and from stdin; clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voxtral_rt.audio import load_audio
+from voxtral_rt.protocol import transcribe
+from voxtral_rt.pte import PteEngine
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "runner" / "build"
+RUNNER = BUILD / "voxtral_realtime_runner"
+
+
+def _speech(sr: int, seconds: float, seed: int, channels: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    ph = 2 * np.pi * np.cumsum(130 + 50 * np.sin(2 * np.pi * 1.1 * t)) / sr
+    x = sum(np.sin(k * ph) / k for k in range(1, 5)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.3 * t)) ** 2
+    x = (0.2 * x + 0.03 * rng.standard_normal(len(t))).astype(np.float32)
+    return x if channels == 1 else np.stack([x * (0.5 + 0.5 * c) for c in range(channels)], 1)
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    assert RUNNER.exists(), f"{RUNNER} missing: build it with `make runner`"
+    return subprocess.run([str(RUNNER), *args], input=stdin, capture_output=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rwav")
+    out = {}
+    sf.write(d / "mono16k.wav", _speech(16000, 3.1, 1), 16000)
+    sf.write(d / "stereo44k.flac", _speech(44100, 2.4, 2, channels=2), 44100)
+    sf.write(d / "pcm24_48k.wav", _speech(48000, 1.7, 3), 48000, subtype="PCM_24")
+    for p in d.iterdir():
+        out[p.stem] = p
+    return out
+
+
+def _py(tiny, path, delay_ms=None, chunk=0):
+    return transcribe(PteEngine(tiny["fp32"]), tiny["tok"], load_audio(path), delay_ms=delay_ms, chunk_samples=chunk)
+
+
+def _cpp(tiny, *args: str, stdin: bytes | None = None) -> dict:
+    r = run("--model_path", str(tiny["fp32"]), "--tokenizer_path", str(tiny["dir"] / "tekken.json"), "--json", *args, stdin=stdin)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    return json.loads(r.stdout)
+
+
+def test_cpp_unit_tests():
+    r = subprocess.run([str(BUILD / "voxtral_rt_tests")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and " 0 failed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name,delay_ms", [("mono16k", 480), ("stereo44k", 160), ("pcm24_48k", 2400)])
+def test_offline_same_tokens_as_python(tiny, wavs, name, delay_ms):
+    ref = _py(tiny, wavs[name], delay_ms)
+    got = _cpp(tiny, "--audio_path", str(wavs[name]), "--delay_ms", str(delay_ms))
+    assert got["token_ids"] == ref["token_ids"]
+    assert got["text"] == ref["text"]
+    assert got["token_times_ms"] == pytest.approx(ref["token_times_ms"])
+    assert len(set(ref["token_ids"])) > 3
+
+
+@pytest.mark.parametrize("chunk_ms", [1, 80, 130, 1000])
+def test_streaming_chunks_same_tokens(tiny, wavs, chunk_ms):
+    ref = _py(tiny, wavs["mono16k"])
+    got = _cpp(tiny, "--audio_path", str(wavs["mono16k"]), "--streaming", "--chunk_ms", str(chunk_ms))
+    assert got["token_ids"] == ref["token_ids"]
+
+
+def test_stdin_s16le_and_f32le(tiny, wavs):
+    ref = _py(tiny, wavs["mono16k"])
+    x = load_audio(wavs["mono16k"])
+    got = _cpp(tiny, "--stdin", "--stdin_format", "f32le", stdin=x.astype("<f4").tobytes())
+    assert got["token_ids"] == ref["token_ids"]
+    pcm16 = (np.clip(x, -1, 1) * 32767).astype("<i2")
+    ref16 = transcribe(PteEngine(tiny["fp32"]), tiny["tok"], pcm16.astype(np.float32) / 32768.0)
+    got16 = _cpp(tiny, "--stdin", "--stdin_format", "s16le", stdin=pcm16.tobytes())
+    assert got16["token_ids"] == ref16["token_ids"]
+
+
+def test_quantized_pte_matches_python_runtime(tiny, wavs):
+    ref = transcribe(PteEngine(tiny["q"]), tiny["tok"], load_audio(wavs["mono16k"]))
+    r = run("--model_path", str(tiny["q"]), "--tokenizer_path", str(tiny["dir"] / "tekken.json"), "--json",
+            "--audio_path", str(wavs["mono16k"]))
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert json.loads(r.stdout)["token_ids"] == ref["token_ids"]
+
+
+def test_stats_output(tiny, wavs):
+    r = run("--model_path", str(tiny["fp32"]), "--tokenizer_path", str(tiny["dir"] / "tekken.json"),
+            "--audio_path", str(wavs["mono16k"]), "--stats")
+    assert r.returncode == 0
+    err = r.stderr.decode()
+    for key in ("load", "real-time factor", "p50", "p95", "RSS"):
+        assert key.lower() in err.lower(), key
+
+
+def test_errors_are_clear(tiny, wavs, tmp_path):
+    tok = str(tiny["dir"] / "tekken.json")
+    bad = tmp_path / "bad.pte"
+    bad.write_bytes(tiny["fp32"].read_bytes()[:4096])
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    from voxtral_rt.config import REAL_AUDIO
+    from voxtral_rt.tokenizer import write_tekken_json
+
+    other_tok = write_tekken_json(tmp_path / "other.json", 4000, REAL_AUDIO)
+    cases = [
+        (["--model_path", str(tmp_path / "none.pte"), "--tokenizer_path", tok, "--audio_path", str(wavs["mono16k"])], 2),
+        (["--model_path", str(bad), "--tokenizer_path", tok, "--audio_path", str(wavs["mono16k"])], 2),
+        (["--model_path", str(tiny["fp32"]), "--tokenizer_path", str(other_tok), "--audio_path", str(wavs["mono16k"])], 2),
+        (["--model_path", str(tiny["fp32"]), "--tokenizer_path", tok, "--audio_path", str(empty)], 3),
+        (["--model_path", str(tiny["fp32"]), "--tokenizer_path", tok, "--audio_path", str(junk)], 3),
+        (["--model_path", str(tiny["fp32"]), "--tokenizer_path", tok, "--audio_path", str(wavs["mono16k"]), "--delay_ms", "100"], None),
+        (["--model_path", str(tiny["fp32"]), "--tokenizer_path", tok], 1),
+    ]
+    for args, code in cases:
+        r = run(*args)
+        err = r.stderr.decode()
+        assert r.returncode != 0, args
+        if code is not None:
+            assert r.returncode == code, (args, r.returncode, err[-500:])
+        assert "error" in err.lower(), (args, err[-500:])
+        assert r.returncode > 0  # an exit code, not a signal (no crash)
+    # stdin closed mid-sample (odd byte count for s16le)
+    r = run("--model_path", str(tiny["fp32"]), "--tokenizer_path", tok, "--stdin", "--stdin_format", "s16le", stdin=b"\x01\x02\x03")
+    assert r.returncode == 3 and "error" in r.stderr.decode().lower()

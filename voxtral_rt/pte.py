@@ -1,0 +1,86 @@
+"""Run an exported .pte through the ExecuTorch Python runtime, as an Engine for protocol.StreamingSession."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .tokenizer import Tekken
+
+FORMAT_VERSION = 1
+METHODS = ("preprocessor", "audio_encoder", "token_embedding", "text_decoder")
+REQUIRED_META = (
+    "format_version", "sample_rate", "hop_length", "window_size", "num_mel_bins", "samples_per_token",
+    "mel_frames_per_token", "dim", "vocab_size", "max_mel_frames", "max_enc_tokens", "max_dec_tokens",
+    "default_delay_tokens", "left_pad_tokens", "bos_id", "eos_id", "streaming_pad_id", "num_special_tokens",
+)
+
+
+OPTIONAL_META = ("enc_frames_per_token", "enc_sliding_window", "dec_sliding_window", "right_pad_buffer_tokens",
+                 "streaming_word_id", "ms_per_token")
+
+
+class PteError(ValueError):
+    pass
+
+
+class PteEngine:
+    def __init__(self, path: str | Path) -> None:
+        from executorch.runtime import Runtime
+
+        import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed kernels
+
+        path = Path(path)
+        if not path.is_file():
+            raise PteError(f"{path}: no such .pte file")
+        try:
+            self.program = Runtime.get().load_program(str(path))
+        except Exception as e:  # the runtime raises RuntimeError with a code
+            raise PteError(f"{path}: not a loadable ExecuTorch program ({e})") from None
+        names = set(self.program.method_names)
+        if "format_version" not in names:
+            raise PteError(f"{path}: no 'format_version' method; not a voxtral-rt .pte (re-export with export/export_voxtral_rt.py)")
+        self.meta = {"format_version": self._const("format_version")}
+        if self.meta["format_version"] != FORMAT_VERSION:
+            raise PteError(f"{path}: format_version {self.meta['format_version']} is not supported "
+                           f"(this build reads version {FORMAT_VERSION}); re-export the model")
+        missing = [m for m in METHODS + REQUIRED_META if m not in names]
+        if missing:
+            raise PteError(f"{path}: missing method(s) {', '.join(missing)}; re-export the model")
+        self.meta = {k: self._const(k) for k in REQUIRED_META + OPTIONAL_META if k in names}
+        # Load every method up front: they share the cache buffers.
+        self.methods = {m: self.program.load_method(m) for m in METHODS}
+        self.max_mel_frames = self.meta["max_mel_frames"]
+        self.max_enc_tokens = self.meta["max_enc_tokens"]
+        self.max_dec_tokens = self.meta["max_dec_tokens"]
+
+    def _const(self, name: str) -> int:
+        try:
+            out = self.program.load_method(name).execute([])
+            return int(out[0]) if not isinstance(out[0], torch.Tensor) else int(out[0].item())
+        except Exception as e:
+            raise PteError(f"metadata method '{name}' is not an int constant ({e}); re-export the model") from None
+
+    def check_tokenizer(self, tok: Tekken) -> None:
+        """The tokenizer must be the one the model was exported with."""
+        m = self.meta
+        for name, ours in [("vocab_size", tok.vocab_size), ("bos_id", tok.bos_id), ("eos_id", tok.eos_id),
+                           ("streaming_pad_id", tok.streaming_pad_id), ("num_special_tokens", tok.num_special_tokens),
+                           ("sample_rate", tok.audio.sampling_rate), ("left_pad_tokens", tok.audio.streaming_n_left_pad_tokens)]:
+            if m[name] != ours:
+                raise PteError(f"tokenizer does not match the model: {name} is {ours} in tekken.json but {m[name]} in the .pte")
+
+    def preprocess(self, window: np.ndarray) -> torch.Tensor:
+        return self.methods["preprocessor"].execute([torch.from_numpy(np.ascontiguousarray(window, np.float32))])[0].clone()
+
+    def encode(self, mel: torch.Tensor, enc_pos: int) -> torch.Tensor:
+        return self.methods["audio_encoder"].execute([mel.contiguous(), torch.tensor([enc_pos])])[0][0].clone()
+
+    def embed(self, ids: list[int]) -> torch.Tensor:
+        return self.methods["token_embedding"].execute([torch.tensor([ids])])[0][0].clone()
+
+    def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor:
+        out = self.methods["text_decoder"].execute([h[None].contiguous(), torch.tensor([pos]), torch.tensor([n_delay])])
+        return out[0][0].clone()
