@@ -43,5 +43,17 @@ test-python: setup
 test: setup runner
 	$(PY) -m pytest -q
 
+# Until the trained demo model lands (issue 5) the embedded default is a random tiny checkpoint:
+# the pipeline runs end to end, but its "transcript" is random tokens, not words.
+demo: runner
+	@mkdir -p $(ART)
+	@[ -f $(ART)/demo-model/params.json ] || $(PY) -m voxtral_rt synth $(ART)/demo-model --preset tiny
+	@[ -f $(ART)/demo.pte ] || $(PY) export/export_voxtral_rt.py --model-path $(ART)/demo-model --output $(ART)/demo.pte \
+	    --qlinear 8da4w --qlinear-encoder 8da4w --qembedding 8w
+	@if command -v espeak-ng >/dev/null; then espeak-ng -w $(ART)/demo.wav "turn left at the red door"; \
+	 else $(PY) -c "import numpy as n,soundfile as s;t=n.arange(32000)/16000;s.write('$(ART)/demo.wav',(0.3*n.sin(2*n.pi*220*t)).astype('f4'),16000)"; fi
+	runner/build/voxtral_realtime_runner --model_path $(ART)/demo.pte --tokenizer_path $(ART)/demo-model/tekken.json \
+	    --audio_path $(ART)/demo.wav --streaming --chunk_ms 80 --stats
+
 clean:
 	rm -rf build $(ART)
