@@ -92,7 +92,8 @@ def _linear_config(kind: str, group_size: int):
     }[kind]()
 
 
-def quantize_linears(root: nn.Module, kind: str, group_size: int, what: str, skip: tuple[str, ...] = ()) -> None:
+def quantize_linears(root: nn.Module, kind: str, group_size: int, what: str, skip: tuple[str, ...] = (),
+                     quiet: bool = False) -> None:
     """Quantize every nn.Linear under `root` (one module at a time, so only one fp32 copy is alive)."""
     if kind == "none":
         return
@@ -109,8 +110,9 @@ def quantize_linears(root: nn.Module, kind: str, group_size: int, what: str, ski
             continue
         quantize_(mod, cfg, filter_fn=lambda m, fqn: isinstance(m, nn.Linear))
         n_done += 1
-    log(f"quantized {n_done} {what} linears to {kind}" + (f" (group {gs})" if gs else ""))
-    if skipped:
+    if not quiet:
+        log(f"quantized {n_done} {what} linears to {kind}" + (f" (group {gs})" if gs else ""))
+    if skipped and not quiet:
         log(f"  left in float (shape not divisible by the group size): {', '.join(skipped[:6])}"
             + (" ..." if len(skipped) > 6 else ""))
 
@@ -232,6 +234,8 @@ def lower(progs: dict, meta: dict[str, int]):
 
 def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: str, group_size: int,
                   qembedding: str, qembedding_group_size: int, max_enc_tokens: int, max_dec_tokens: int) -> VoxtralRealtime:
+    """Load (mmapped bf16), then per block: cast to the export dtype and quantize, so at most one block
+    exists in float32 at a time (the 4b model is 17.7 GB in fp32, 2.5-5 GB quantized)."""
     log(f"loading checkpoint {model_path}")
     model, _ = load_model(model_path, dtype=torch.bfloat16)  # mmapped, as stored
     model.eval().requires_grad_(False)
@@ -240,17 +244,27 @@ def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: st
         model.untie_head()  # embedding and head get their own quantization
     for conv in model.whisper_encoder.conv_layers:
         conv.to_linear()
-    if dtype == "fp32":
-        to_float32_module_by_module(model)
-    # Quantize module by module; the conv stem and the small delay-conditioning MLPs stay in float.
-    quantize_linears(model.whisper_encoder.transformer, qlinear_encoder, group_size, "encoder")
+    cast = to_float32_module_by_module if dtype == "fp32" else (lambda m: None)
+    enc_layers = model.whisper_encoder.transformer.layers
+    for i, layer in enumerate(enc_layers):
+        cast(layer)
+        quantize_linears(layer, qlinear_encoder, group_size, f"encoder layer {i}/{len(enc_layers)}", quiet=i % 8 != 0)
+    for i, layer in enumerate(model.layers):
+        cast(layer)
+        # The small delay-conditioning MLP stays in float: it is 0.1% of the weights.
+        quantize_linears(layer, qlinear, group_size, f"decoder layer {i}/{len(model.layers)}",
+                         skip=("ada_rms_norm_t_cond",), quiet=i % 8 != 0)
+    cast(model.audio_language_projection)
     quantize_linears(model.audio_language_projection, qlinear_encoder, group_size, "adapter")
-    quantize_linears(model.layers, qlinear, group_size, "decoder", skip=("ada_rms_norm_t_cond",))
     if model.output is not None:
+        cast(model.output)
         quantize_linears(model.output, qlinear, group_size, "LM head")
+    cast(model.tok_embeddings)
     quantize_embedding(model, qembedding, qembedding_group_size)
+    cast(model)  # the rest: norms, conv stem
     gc.collect()
     model.setup_caches(max_enc_tokens, max_dec_tokens)
+    log("model prepared")
     return model
 
 
