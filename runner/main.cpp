@@ -105,6 +105,36 @@ void print_stats(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStat
                static_cast<long long>(s.n_decoder_calls), static_cast<double>(ru.ru_maxrss) / 1024.0);
 }
 
+// The same figures as print_stats, machine-readable (bench/ parses this).
+nlohmann::json stats_json(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStats& s, double wall_ms,
+                          int sample_rate) {
+  rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  const double audio_ms = 1000.0 * static_cast<double>(s.n_samples) / sample_rate;
+  const double n_tok = static_cast<double>(std::max<int64_t>(1, s.n_audio_tokens));
+  nlohmann::json j;
+  j["load_ms"] = runner.load_ms();
+  j["audio_ms"] = audio_ms;
+  j["wall_ms"] = wall_ms;
+  j["rtf"] = audio_ms > 0 ? wall_ms / audio_ms : 0.0;
+  j["n_generated"] = s.n_generated;
+  j["n_audio_tokens"] = s.n_audio_tokens;
+  j["first_token_ms"] = s.first_token_ms;
+  j["decoder_step_p50_ms"] = percentile(s.step_ms, 0.5);
+  j["decoder_step_p95_ms"] = percentile(s.step_ms, 0.95);
+  j["feed_p50_ms"] = percentile(s.feed_ms, 0.5);
+  j["feed_p95_ms"] = percentile(s.feed_ms, 0.95);
+  j["n_feeds"] = s.feed_ms.size();
+  j["mel_ms"] = s.preprocess_ms;
+  j["encoder_ms"] = s.encoder_ms;
+  j["encoder_ms_per_token"] = s.encoder_ms / n_tok;
+  j["n_encoder_calls"] = s.n_encoder_calls;
+  j["decoder_ms"] = s.decoder_ms;
+  j["n_decoder_calls"] = s.n_decoder_calls;
+  j["peak_rss_mib"] = static_cast<double>(ru.ru_maxrss) / 1024.0;
+  return j;
+}
+
 // Prints newly released text (plain-text streaming modes only).
 void print_delta(voxtral_rt::Session* session, bool live) {
   const std::string delta = session->take_text();
@@ -179,6 +209,35 @@ int feed_stdin(voxtral_rt::Session* session, int model_rate, bool live) {
   return kOk;
 }
 
+// Feeds an audio file: offline, each decoded block as it comes (the protocol gives the same tokens for any
+// feed sizes); with --streaming, in --chunk_ms pieces. Returns an exit code.
+int feed_file(voxtral_rt::AudioFileReader* reader, voxtral_rt::Session* session, int model_rate, bool live) {
+  const size_t chunk =
+      FLAGS_streaming ? std::max<size_t>(1, static_cast<size_t>(model_rate) * FLAGS_chunk_ms / 1000) : 0;
+  std::vector<float> pending;
+  std::string err;
+  bool eof = false;
+  while (!eof) {
+    if (!reader->read(&pending, &eof, &err)) {
+      std::fprintf(stderr, "error: %s\n", err.c_str());
+      return kAudioError;
+    }
+    const size_t n = chunk == 0 ? pending.size() : (eof ? pending.size() : pending.size() / chunk * chunk);
+    for (size_t i = 0; i < n;) {
+      const size_t k = chunk == 0 ? n : std::min(chunk, n - i);
+      if (session->feed(pending.data() + i, k) < 0) {
+        std::fprintf(stderr, "error: %s\n", session->error().c_str());
+        return kInferenceError;
+      }
+      print_delta(session, live);
+      if (g_interrupted) return kInterrupted;
+      i += k;
+    }
+    pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  return kOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -199,7 +258,6 @@ int main(int argc, char** argv) {
     });
   }
 
-  std::vector<float> pcm;
   std::string err;
   voxtral_rt::RunnerOptions ropts;
   ropts.model_path = FLAGS_model_path;
@@ -211,9 +269,15 @@ int main(int argc, char** argv) {
     return kLoadFailed;
   }
   const int model_rate = static_cast<int>(runner->info().sample_rate);
-  if (!FLAGS_audio_path.empty() && !voxtral_rt::load_audio_file(FLAGS_audio_path, model_rate, &pcm, &err)) {
-    std::fprintf(stderr, "error: %s\n", err.c_str());
-    return kAudioError;
+  // Files are decoded and resampled block by block (bounded memory for any length); the samples are
+  // bit-identical to load_audio_file's.
+  std::unique_ptr<voxtral_rt::AudioFileReader> reader;
+  if (!FLAGS_audio_path.empty()) {
+    reader = voxtral_rt::AudioFileReader::open(FLAGS_audio_path, model_rate, &err);
+    if (!reader) {
+      std::fprintf(stderr, "error: %s\n", err.c_str());
+      return kAudioError;
+    }
   }
 
   voxtral_rt::SessionOptions sopts;
@@ -233,16 +297,7 @@ int main(int argc, char** argv) {
   if (FLAGS_stdin) {
     rc = feed_stdin(session.get(), model_rate, live);
   } else {
-    const size_t chunk = FLAGS_streaming ? std::max<size_t>(1, static_cast<size_t>(model_rate) * FLAGS_chunk_ms / 1000)
-                                         : std::max<size_t>(1, pcm.size());
-    for (size_t i = 0; i < pcm.size() && rc == kOk; i += chunk) {
-      if (session->feed(pcm.data() + i, std::min(chunk, pcm.size() - i)) < 0) {
-        std::fprintf(stderr, "error: %s\n", session->error().c_str());
-        rc = kInferenceError;
-      }
-      print_delta(session.get(), live);
-      if (g_interrupted) rc = kInterrupted;
-    }
+    rc = feed_file(reader.get(), session.get(), model_rate, live);
   }
   if (rc == kOk) {
     if (session->flush() < 0) {
@@ -265,6 +320,7 @@ int main(int argc, char** argv) {
     j["delay_ms"] = session->delay_tokens() * info.ms_per_token;
     j["audio_ms"] = 1000.0 * static_cast<double>(session->stats().n_samples) / model_rate;
     j["finished"] = session->finished();
+    if (FLAGS_stats) j["stats"] = stats_json(*runner, session->stats(), wall_ms, model_rate);
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else if (!live) {
     std::printf("%s\n", session->text().c_str());

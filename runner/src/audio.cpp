@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 
 namespace voxtral_rt {
@@ -70,69 +72,237 @@ bool resample_like_python_soxr(const float* in, size_t n, double in_rate, double
   return true;
 }
 
-bool load_audio_file(const std::string& path, int target_rate, std::vector<float>* pcm, std::string* error,
-                     int* source_rate) {
-  SF_INFO sfi;
-  std::memset(&sfi, 0, sizeof(sfi));
-  std::unique_ptr<SNDFILE, SndfileCloser> f(sf_open(path.c_str(), SFM_READ, &sfi));
-  if (!f) {
-    *error = path + ": cannot read audio: " + sf_strerror(nullptr);
-    return false;
+// ---------------------------------------------------------------------------------------------- file reader
+
+namespace {
+
+// An in-memory file for sf_open_virtual.
+struct MemFile {
+  const unsigned char* data = nullptr;
+  sf_count_t size = 0;
+  sf_count_t pos = 0;
+};
+
+sf_count_t mem_get_filelen(void* user) { return static_cast<MemFile*>(user)->size; }
+sf_count_t mem_seek(sf_count_t offset, int whence, void* user) {
+  auto* m = static_cast<MemFile*>(user);
+  sf_count_t base = 0;
+  if (whence == SEEK_CUR) base = m->pos;
+  if (whence == SEEK_END) base = m->size;
+  // Overflow-safe: libsndfile passes header-derived offsets, which a corrupt file can make huge.
+  if ((offset > 0 && base > INT64_MAX - offset) || (offset < 0 && base + offset < 0)) return -1;
+  m->pos = base + offset;
+  return m->pos;
+}
+sf_count_t mem_read(void* ptr, sf_count_t count, void* user) {
+  auto* m = static_cast<MemFile*>(user);
+  if (count <= 0 || m->pos >= m->size) return 0;
+  const sf_count_t n = std::min(count, m->size - m->pos);
+  std::memcpy(ptr, m->data + m->pos, static_cast<size_t>(n));
+  m->pos += n;
+  return n;
+}
+sf_count_t mem_write(const void*, sf_count_t, void*) { return 0; }
+sf_count_t mem_tell(void* user) { return static_cast<MemFile*>(user)->pos; }
+
+std::string rate_range_error(const std::string& what, int rate) {
+  return what + " " + std::to_string(rate) + " Hz is outside the supported range " + std::to_string(kMinSampleRate) +
+         ".." + std::to_string(kMaxSampleRate) + " Hz";
+}
+
+bool rate_ok(int rate) { return rate >= kMinSampleRate && rate <= kMaxSampleRate; }
+
+}  // namespace
+
+struct AudioFileReader::Impl {
+  std::string name;
+  MemFile mem;
+  SF_VIRTUAL_IO vio{};
+  std::unique_ptr<SNDFILE, SndfileCloser> file;
+  SF_INFO sfi{};
+  int target_rate = 0;
+  size_t channels = 1;
+  size_t block_frames = 4096;
+  std::vector<float> block;    // interleaved frames from libsndfile
+  std::vector<float> pending;  // mono samples not yet given to libsoxr (less than one chunk)
+  SoxrPtr soxr;                // null when source rate == target rate
+  size_t div_len = 0;          // python-soxr's input chunk
+  int64_t frames_read = 0;     // mono samples decoded
+  size_t out_pos = 0;          // resampled samples returned
+  bool done = false;
+
+  // Opens `file` (already sf_open'ed) and checks it.
+  bool init(SNDFILE* f, int target, std::string* error) {
+    if (!f) {
+      *error = name + ": cannot read audio: " + sf_strerror(nullptr);
+      return false;
+    }
+    file.reset(f);
+    target_rate = target;
+    if (sfi.frames == 0 || sfi.channels <= 0) {
+      *error = name + ": audio file is empty";
+      return false;
+    }
+    if (!rate_ok(sfi.samplerate)) {
+      *error = name + ": " + rate_range_error("sample rate", sfi.samplerate);
+      return false;
+    }
+    if (!rate_ok(target_rate)) {
+      *error = name + ": " + rate_range_error("target sample rate", target_rate);
+      return false;
+    }
+    channels = static_cast<size_t>(sfi.channels);
+    block_frames = std::max<size_t>(64, std::min<size_t>(4096, 65536 / channels));
+    block.resize(block_frames * channels);
+    if (sfi.samplerate != target_rate) {
+      std::string err;
+      soxr = make_soxr(sfi.samplerate, target_rate, &err);
+      if (!soxr) {
+        *error = name + ": " + err;
+        return false;
+      }
+      div_len = static_cast<size_t>(std::max(1000., 48000. * sfi.samplerate / target_rate));
+      pending.reserve(div_len + block_frames);
+    }
+    return true;
   }
-  if (sfi.frames <= 0 || sfi.channels <= 0) {
-    *error = path + ": audio file is empty";
-    return false;
+
+  // One soxr_process call as python-soxr makes it: `n` input samples (or the flush when in == nullptr),
+  // output appended to *out, at most `cap` samples.
+  bool process(const float* in, size_t n, size_t cap, std::vector<float>* out, std::string* error) {
+    const size_t base = out->size();
+    out->resize(base + cap);
+    size_t odone = 0;
+    float* op = out->data() + base;
+    soxr_error_t err = soxr_process(soxr.get(), in ? &in : nullptr, n, nullptr, &op, cap, &odone);
+    out->resize(base + odone);
+    out_pos += odone;
+    if (err) {
+      *error = name + ": libsoxr: " + err;
+      return false;
+    }
+    return true;
   }
-  if (sfi.samplerate <= 0) {
-    *error = path + ": invalid sample rate";
-    return false;
-  }
-  if (source_rate) *source_rate = sfi.samplerate;
-  const auto ch = static_cast<size_t>(sfi.channels);
+};
+
+AudioFileReader::AudioFileReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+AudioFileReader::~AudioFileReader() = default;
+int AudioFileReader::source_rate() const { return impl_->sfi.samplerate; }
+int AudioFileReader::channels() const { return impl_->sfi.channels; }
+int64_t AudioFileReader::frames_in_header() const { return impl_->sfi.frames; }
+int64_t AudioFileReader::frames_read() const { return impl_->frames_read; }
+
+std::unique_ptr<AudioFileReader> AudioFileReader::open(const std::string& path, int target_rate, std::string* error) {
+  auto impl = std::make_unique<Impl>();
+  impl->name = path;
+  SNDFILE* f = sf_open(path.c_str(), SFM_READ, &impl->sfi);
+  if (!impl->init(f, target_rate, error)) return nullptr;
+  return std::unique_ptr<AudioFileReader>(new AudioFileReader(std::move(impl)));
+}
+
+std::unique_ptr<AudioFileReader> AudioFileReader::open_memory(const void* data, size_t size, int target_rate,
+                                                              std::string* error, const std::string& name) {
+  auto impl = std::make_unique<Impl>();
+  impl->name = name;
+  impl->mem.data = static_cast<const unsigned char*>(data);
+  impl->mem.size = static_cast<sf_count_t>(size);
+  impl->vio.get_filelen = mem_get_filelen;
+  impl->vio.seek = mem_seek;
+  impl->vio.read = mem_read;
+  impl->vio.write = mem_write;
+  impl->vio.tell = mem_tell;
+  SNDFILE* f = sf_open_virtual(&impl->vio, SFM_READ, &impl->sfi, &impl->mem);
+  if (!impl->init(f, target_rate, error)) return nullptr;
+  return std::unique_ptr<AudioFileReader>(new AudioFileReader(std::move(impl)));
+}
+
+bool AudioFileReader::read(std::vector<float>* out, bool* eof, std::string* error) {
+  Impl& m = *impl_;
+  *eof = m.done;
+  if (m.done) return true;
   // soundfile.read(dtype="float32") == sf_readf_float (libsndfile normalises integer PCM to [-1, 1)).
-  std::vector<float> frames;
-  std::vector<float> block(4096 * ch);
-  std::vector<float> mono;
-  mono.reserve(static_cast<size_t>(sfi.frames));
-  for (;;) {
-    const sf_count_t got = sf_readf_float(f.get(), block.data(), 4096);
-    if (got <= 0) break;
+  const sf_count_t got = sf_readf_float(m.file.get(), m.block.data(), static_cast<sf_count_t>(m.block_frames));
+  if (got > 0) {
+    std::vector<float>& dst = m.soxr ? m.pending : *out;
+    const size_t base = dst.size();
+    dst.resize(base + static_cast<size_t>(got));
+    float* mono = dst.data() + base;
     for (sf_count_t i = 0; i < got; ++i) {
-      const float* fr = block.data() + static_cast<size_t>(i) * ch;
-      if (ch == 1) {
-        mono.push_back(fr[0]);
+      const float* fr = m.block.data() + static_cast<size_t>(i) * m.channels;
+      if (m.channels == 1) {
+        mono[i] = fr[0];
       } else {
         // numpy float32 mean over axis 1: float32 sum, then divide by the count.
         float acc = 0.0f;
-        for (size_t c = 0; c < ch; ++c) acc += fr[c];
-        mono.push_back(acc / static_cast<float>(ch));
+        for (size_t c = 0; c < m.channels; ++c) acc += fr[c];
+        mono[i] = acc / static_cast<float>(m.channels);
+      }
+      if (!std::isfinite(mono[i])) {
+        *error = m.name + ": sample " + std::to_string(m.frames_read + i) + " is NaN or Inf";
+        dst.resize(base);
+        return false;
       }
     }
-  }
-  if (sf_error(f.get()) != SF_ERR_NO_ERROR) {
-    *error = path + ": decode error: " + sf_strerror(f.get());
-    return false;
-  }
-  if (mono.empty()) {
-    *error = path + ": audio file is empty";
-    return false;
-  }
-  for (size_t i = 0; i < mono.size(); ++i) {
-    if (!std::isfinite(mono[i])) {
-      *error = path + ": sample " + std::to_string(i) + " is NaN or Inf";
-      return false;
+    m.frames_read += got;
+    if (!m.soxr) return true;
+    // Full python-soxr chunks only; the last, shorter one goes with the flush.
+    size_t used = 0;
+    const double ratio = static_cast<double>(m.target_rate) / m.sfi.samplerate;
+    for (; m.pending.size() - used >= m.div_len; used += m.div_len) {
+      const size_t cap = static_cast<size_t>(static_cast<double>(m.div_len) * ratio * 2) + 65536;  // never binding
+      if (!m.process(m.pending.data() + used, m.div_len, cap, out, error)) return false;
     }
-  }
-  if (sfi.samplerate == target_rate) {
-    *pcm = std::move(mono);
+    m.pending.erase(m.pending.begin(), m.pending.begin() + static_cast<std::ptrdiff_t>(used));
     return true;
   }
-  std::string err;
-  if (!resample_like_python_soxr(mono.data(), mono.size(), sfi.samplerate, target_rate, pcm, &err)) {
-    *error = path + ": " + err;
+  if (sf_error(m.file.get()) != SF_ERR_NO_ERROR) {
+    *error = m.name + ": decode error: " + sf_strerror(m.file.get());
     return false;
   }
+  // end of input
+  if (m.frames_read == 0) {
+    *error = m.name + ": audio file is empty";
+    return false;
+  }
+  if (m.soxr) {
+    // python-soxr: the output is capped at len(x) * out / in + 1 samples.
+    const auto olen = static_cast<size_t>(static_cast<double>(m.frames_read) * m.target_rate / m.sfi.samplerate + 1);
+    const size_t room = olen > m.out_pos ? olen - m.out_pos : 0;
+    if (!m.pending.empty() && !m.process(m.pending.data(), m.pending.size(), room, out, error)) return false;
+    m.pending.clear();
+    m.pending.shrink_to_fit();
+    const size_t room2 = olen > m.out_pos ? olen - m.out_pos : 0;
+    if (!m.process(nullptr, 0, room2, out, error)) return false;
+  }
+  m.done = true;
+  *eof = true;
   return true;
+}
+
+namespace {
+
+bool read_all(AudioFileReader* reader, std::vector<float>* pcm, std::string* error, int* source_rate) {
+  pcm->clear();
+  if (source_rate) *source_rate = reader->source_rate();
+  bool eof = false;
+  while (!eof) {
+    if (!reader->read(pcm, &eof, error)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool load_audio_file(const std::string& path, int target_rate, std::vector<float>* pcm, std::string* error,
+                     int* source_rate) {
+  auto reader = AudioFileReader::open(path, target_rate, error);
+  return reader && read_all(reader.get(), pcm, error, source_rate);
+}
+
+bool load_audio_memory(const void* data, size_t size, int target_rate, std::vector<float>* pcm, std::string* error,
+                       int* source_rate) {
+  auto reader = AudioFileReader::open_memory(data, size, target_rate, error);
+  return reader && read_all(reader.get(), pcm, error, source_rate);
 }
 
 bool parse_pcm_format(const std::string& name, PcmFormat* format) {

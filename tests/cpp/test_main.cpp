@@ -4,6 +4,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sndfile.h>
+#include <unistd.h>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -283,6 +287,112 @@ static void test_resampler() {
   CHECK(max_diff < 1e-3);
   StreamResampler bad(0, 16000);
   CHECK(!bad.ok());
+}
+
+// ---------------------------------------------------------------------------------------------- audio files
+
+// Writes `frames` x `channels` float samples to a WAV/FLAC file of the given libsndfile format.
+static bool write_audio(const std::string& path, int format, int rate, int channels, const std::vector<float>& x) {
+  SF_INFO info;
+  std::memset(&info, 0, sizeof(info));
+  info.samplerate = rate;
+  info.channels = channels;
+  info.format = format;
+  SNDFILE* f = sf_open(path.c_str(), SFM_WRITE, &info);
+  if (!f) return false;
+  const sf_count_t n = static_cast<sf_count_t>(x.size() / static_cast<size_t>(channels));
+  const bool ok = sf_writef_float(f, x.data(), n) == n;
+  sf_close(f);
+  return ok;
+}
+
+static std::string tmp_file(const char* name) {
+  const char* dir = std::getenv("TMPDIR");
+  return std::string(dir ? dir : "/tmp") + "/voxtral_rt_test_" + std::to_string(getpid()) + "_" + name;
+}
+
+static void test_audio_file_reader() {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 0.2f);
+  // (rate, channels, frames): frames around python-soxr's chunk (48000 * in / out) and its multiples
+  const struct { int rate, ch; size_t frames; } cases[] = {
+      {16000, 1, 20000}, {8000, 1, 24000}, {8000, 1, 24000 * 3}, {8000, 2, 24001}, {44100, 6, 132300 + 17},
+      {48000, 1, 144000 * 2}, {22050, 1, 999}, {16000, 2, 5}};
+  for (const auto& c : cases) {
+    std::vector<float> x(c.frames * static_cast<size_t>(c.ch));
+    for (auto& v : x) v = nd(rng);
+    const std::string path = tmp_file("reader.wav");
+    CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, c.rate, c.ch, x));
+    // one-shot reference: mean over channels, then python-soxr resample
+    std::vector<float> mono(c.frames), ref;
+    for (size_t i = 0; i < c.frames; ++i) {
+      float acc = 0.0f;
+      for (int k = 0; k < c.ch; ++k) acc += x[i * static_cast<size_t>(c.ch) + static_cast<size_t>(k)];
+      mono[i] = c.ch == 1 ? x[i] : acc / static_cast<float>(c.ch);
+    }
+    std::string err;
+    if (c.rate == 16000) {
+      ref = mono;
+    } else {
+      CHECK(resample_like_python_soxr(mono.data(), mono.size(), c.rate, 16000, &ref, &err));
+    }
+    std::vector<float> whole, streamed, mem;
+    int sr = 0;
+    CHECK(load_audio_file(path, 16000, &whole, &err, &sr));
+    CHECK_EQ(sr, c.rate);
+    CHECK(whole == ref);
+    auto reader = AudioFileReader::open(path, 16000, &err);
+    CHECK(reader != nullptr);
+    if (reader) {
+      bool eof = false;
+      int calls = 0;
+      while (!eof && calls++ < 100000) CHECK(reader->read(&streamed, &eof, &err));
+      CHECK(streamed == ref);
+      CHECK_EQ(reader->frames_read(), static_cast<int64_t>(c.frames));
+      std::vector<float> more;
+      CHECK(reader->read(&more, &eof, &err) && eof && more.empty());  // after the end: nothing, still eof
+    }
+    std::ifstream f(path, std::ios::binary);
+    const std::string image((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    CHECK(load_audio_memory(image.data(), image.size(), 16000, &mem, &err));
+    CHECK(mem == ref);
+    std::remove(path.c_str());
+  }
+}
+
+static void test_audio_file_errors() {
+  std::string err;
+  std::vector<float> pcm;
+  const std::string path = tmp_file("bad.wav");
+  // sample rates outside 1 kHz .. 768 kHz
+  CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 800, 1, std::vector<float>(100, 0.1f)));
+  CHECK(!load_audio_file(path, 16000, &pcm, &err) && err.find("800 Hz is outside") != std::string::npos);
+  CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000, 1, std::vector<float>(100, 0.1f)));
+  CHECK(!load_audio_file(path, 100, &pcm, &err) && err.find("target sample rate") != std::string::npos);
+  // NaN in a float file: the index of the first bad sample
+  std::vector<float> x(10000, 0.1f);
+  x[7777] = NAN;
+  CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, x));
+  CHECK(!load_audio_file(path, 16000, &pcm, &err) && err.find("sample 7777 is NaN or Inf") != std::string::npos);
+  x[7777] = INFINITY;
+  CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, 48000, 1, x));
+  CHECK(!load_audio_file(path, 16000, &pcm, &err) && err.find("sample 7777 is NaN or Inf") != std::string::npos);
+  // empty, junk, missing
+  CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000, 1, {}));
+  CHECK(!load_audio_file(path, 16000, &pcm, &err) && err.find("empty") != std::string::npos);
+  const char junk[] = "RIFF\x10\x00\x00\x00WAVEfmt junkjunkjunk";
+  CHECK(!load_audio_memory(junk, sizeof(junk), 16000, &pcm, &err) && err.find("cannot read audio") != std::string::npos);
+  CHECK(!load_audio_memory(junk, 0, 16000, &pcm, &err));
+  CHECK(!load_audio_file("/nonexistent/a.wav", 16000, &pcm, &err) && err.find("/nonexistent/a.wav") != std::string::npos);
+  // truncated: the header announces more frames than the file holds -> the frames that are there
+  std::vector<float> y(16000, 0.25f);
+  CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000, 1, y));
+  std::ifstream f(path, std::ios::binary);
+  std::string image((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  image.resize(image.size() - 2 * 6000);  // drop 6000 frames
+  CHECK(load_audio_memory(image.data(), image.size(), 16000, &pcm, &err));
+  CHECK_EQ(pcm.size(), 10000u);
+  std::remove(path.c_str());
 }
 
 // ---------------------------------------------------------------------------------------------- metadata
@@ -656,6 +766,8 @@ int main() {
   run("tekken_errors", test_tekken_errors);
   run("pcm_decoder", test_pcm_decoder);
   run("resampler", test_resampler);
+  run("audio_file_reader", test_audio_file_reader);
+  run("audio_file_errors", test_audio_file_errors);
   run("metadata", test_metadata);
   run("protocol_offline", test_protocol_offline);
   run("protocol_streaming_equals_offline", test_protocol_streaming_equals_offline);

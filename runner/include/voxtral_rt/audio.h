@@ -17,11 +17,49 @@
 
 namespace voxtral_rt {
 
+// Sample rates accepted for audio input (files, --stdin): the same bounds as voxtral_rt/audio.py.
+constexpr int kMinSampleRate = 1000;
+constexpr int kMaxSampleRate = 768000;
+
 // Decode an audio file (WAV, FLAC, OGG, ... whatever libsndfile reads), average the channels, and
 // resample to `target_rate` the way mistral-common does (soundfile float32 read, mean over channels,
-// python-soxr `resample(quality="HQ")`). Fails on unreadable, empty, or non-finite audio.
+// python-soxr `resample(quality="HQ")`). Fails on unreadable, empty, or non-finite audio, and on sample
+// rates outside [kMinSampleRate, kMaxSampleRate]. Holds the whole file in memory: for long files use
+// AudioFileReader, which gives the same samples in bounded memory.
 bool load_audio_file(const std::string& path, int target_rate, std::vector<float>* pcm, std::string* error,
                      int* source_rate = nullptr);
+// The same from an in-memory file image (`data` is only read during the call).
+bool load_audio_memory(const void* data, size_t size, int target_rate, std::vector<float>* pcm, std::string* error,
+                       int* source_rate = nullptr);
+
+// Streamed load_audio_file: decodes, mixes down and resamples block by block, in memory bounded by the
+// block size whatever the file length. The concatenation of all read() blocks is bit-identical to
+// load_audio_file's output (same libsoxr calls). Errors (non-finite sample, decode error) surface at the
+// read() that meets them.
+class AudioFileReader {
+ public:
+  // nullptr and *error if the file cannot be opened, is empty or has an unsupported rate.
+  static std::unique_ptr<AudioFileReader> open(const std::string& path, int target_rate, std::string* error);
+  // From a file image in memory; `data` must stay valid for the reader's lifetime.
+  static std::unique_ptr<AudioFileReader> open_memory(const void* data, size_t size, int target_rate,
+                                                      std::string* error, const std::string& name = "<memory>");
+  ~AudioFileReader();
+  AudioFileReader(const AudioFileReader&) = delete;
+  AudioFileReader& operator=(const AudioFileReader&) = delete;
+
+  // Appends the next samples (at target_rate, possibly none) to *out. Returns false on error (*error,
+  // naming the file). *eof becomes true once everything has been returned; later calls return nothing.
+  bool read(std::vector<float>* out, bool* eof, std::string* error);
+  int source_rate() const;
+  int channels() const;
+  int64_t frames_in_header() const;  // source frames the header announces (the file may hold fewer)
+  int64_t frames_read() const;       // source frames decoded so far
+
+ private:
+  struct Impl;
+  explicit AudioFileReader(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
 
 // One-shot resampling exactly as python-soxr 1.1's soxr.resample(x_float32, in, out, "HQ") calls libsoxr
 // (float32 I/O, input split in chunks of max(1000, 48000*in/out) samples, then a flush).
