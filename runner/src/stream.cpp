@@ -121,7 +121,10 @@ Status Stream::feed(const float* pcm, size_t n, int64_t* n_new) {
   stats_.n_samples = samples_consumed_;
   if (eos_) return Status();  // the model has finished: nothing more to transcribe
   append_stream(pcm, n);
-  return pump(n_new);
+  const double t0 = now_ms();
+  Status st = pump(n_new);
+  stats_.feed_ms.push_back(now_ms() - t0);  // what a live caller waits per chunk
+  return st;
 }
 
 Status Stream::flush(int64_t* n_new) {

@@ -98,6 +98,7 @@ struct SessionStats {
   double decoder_ms = 0;          // token_embedding + text_decoder (prefill and steps)
   double first_token_ms = -1;     // wall time from the first feed() to the first generated token
   std::vector<double> step_ms;    // wall time of each generated token's decoder step
+  std::vector<double> feed_ms;    // wall time of each feed() call (mel + encoder + decoder work it triggered)
 };
 
 class Runner;
