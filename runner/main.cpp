@@ -87,9 +87,24 @@ double percentile(std::vector<double> v, double q) {
   return v[std::min(i, v.size() - 1)];
 }
 
-void print_stats(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStats& s, double wall_ms, int sample_rate) {
+// Peak RSS of this process. VmHWM restarts at exec; getrusage's ru_maxrss can carry the parent's peak
+// across fork+exec (a Python harness that allocated gigabytes would show up here), so prefer VmHWM.
+double peak_rss_mib() {
+  if (FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    long kb = -1;
+    while (std::fgets(line, sizeof line, f)) {
+      if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    }
+    std::fclose(f);
+    if (kb >= 0) return static_cast<double>(kb) / 1024.0;
+  }
   rusage ru;
   getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+
+void print_stats(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStats& s, double wall_ms, int sample_rate) {
   const double audio_ms = 1000.0 * static_cast<double>(s.n_samples) / sample_rate;
   std::fprintf(stderr,
                "stats: load %.0f ms | audio %.2f s | wall %.0f ms | real-time factor %.3f\n"
@@ -102,14 +117,12 @@ void print_stats(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStat
                s.decoder_ms > 0 ? 1000.0 * static_cast<double>(s.n_generated) / s.decoder_ms : 0.0, s.first_token_ms,
                percentile(s.step_ms, 0.5), percentile(s.step_ms, 0.95), s.preprocess_ms, s.encoder_ms,
                static_cast<long long>(s.n_encoder_calls), static_cast<long long>(s.n_audio_tokens), s.decoder_ms,
-               static_cast<long long>(s.n_decoder_calls), static_cast<double>(ru.ru_maxrss) / 1024.0);
+               static_cast<long long>(s.n_decoder_calls), peak_rss_mib());
 }
 
 // The same figures as print_stats, machine-readable (bench/ parses this).
 nlohmann::json stats_json(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStats& s, double wall_ms,
                           int sample_rate) {
-  rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
   const double audio_ms = 1000.0 * static_cast<double>(s.n_samples) / sample_rate;
   const double n_tok = static_cast<double>(std::max<int64_t>(1, s.n_audio_tokens));
   nlohmann::json j;
@@ -131,7 +144,7 @@ nlohmann::json stats_json(const voxtral_rt::Runner& runner, const voxtral_rt::Se
   j["n_encoder_calls"] = s.n_encoder_calls;
   j["decoder_ms"] = s.decoder_ms;
   j["n_decoder_calls"] = s.n_decoder_calls;
-  j["peak_rss_mib"] = static_cast<double>(ru.ru_maxrss) / 1024.0;
+  j["peak_rss_mib"] = peak_rss_mib();
   return j;
 }
 
