@@ -39,6 +39,7 @@ std::string et_error(Error e) {
   if (e == Error::OperatorMissing)
     s += "; a kernel is missing from the linked libraries (custom ops such as llama::custom_sdpa are not in the wheel)";
   if (e == Error::NotFound) s += "; a delegate backend (XNNPACK) is not registered or a method is missing";
+  if (e == Error::InvalidProgram) s += "; the file is corrupt, truncated or not an ExecuTorch program";
   return s;
 }
 
@@ -51,7 +52,25 @@ class EtBackend : public ModelBackend {
     // share_mutable_buffers=True); without it each method would see its own copy.
     module_ = std::make_unique<Module>(path_, use_mmap ? Module::LoadMode::Mmap : Module::LoadMode::File,
                                        nullptr, nullptr, nullptr, /*share_memory_arenas=*/true);
-    const Error e = module_->load();
+    VX_RETURN_IF_ERROR(open_program());
+    return load_methods();
+  }
+
+  // Another instance over the same loaded program (same mmapped file, same program object): its own
+  // methods, hence its own planned memory and mutable buffers (the caches of one stream).
+  Status open_sibling(const EtBackend& primary) {
+    module_ = std::make_unique<Module>(primary.module_->program(), nullptr, nullptr, nullptr, nullptr,
+                                       /*share_memory_arenas=*/true);
+    names_ = primary.names_;
+    info_ = primary.info_;
+    return load_methods();
+  }
+
+ private:
+  Status open_program() {
+    // InternalConsistency: run the flatbuffer verifier on the program header, so a corrupt .pte is an error,
+    // not a wild read (Minimal trusts every offset). The weights live in segments: the check is cheap.
+    const Error e = module_->load(executorch::runtime::Program::Verification::InternalConsistency);
     if (e != Error::Ok) return Status::error(path_ + ": cannot load program: " + et_error(e));
     auto names = module_->method_names();
     if (!names.ok()) return Status::error(path_ + ": cannot list methods: " + et_error(names.error()));
@@ -68,7 +87,10 @@ class EtBackend : public ModelBackend {
       *v = r->at(0).toInt();
       return Status();
     };
-    VX_RETURN_IF_ERROR(read_model_info(read_int, path_, &info_));
+    return read_model_info(read_int, path_, &info_);
+  }
+
+  Status load_methods() {
     for (const char* m : {kPreprocessorMethod, kAudioEncoderMethod, kTokenEmbeddingMethod, kTextDecoderMethod}) {
       if (!names_.count(m))
         return Status::error(path_ + ": missing method '" + m + "'; re-export with export/export_voxtral_rt.py");
@@ -80,7 +102,9 @@ class EtBackend : public ModelBackend {
     return Status();
   }
 
+ public:
   const ModelInfo& info() const override { return info_; }
+  const std::string& path() const { return path_; }
 
   Status preprocess(const float* window, int64_t n_frames, std::vector<float>* mel) override {
     const int64_t n = info_.hop_length * n_frames + info_.window_size - info_.hop_length;
@@ -140,7 +164,7 @@ class EtBackend : public ModelBackend {
   }
 
   std::string path_;
-  std::unique_ptr<Module> module_;
+  std::unique_ptr<Module> module_;  // the primary's owns the data loader (the mmapped file)
   std::unordered_set<std::string> names_;
   ModelInfo info_;
 };
@@ -150,6 +174,15 @@ class EtBackend : public ModelBackend {
 Status load_et_backend(const std::string& path, bool use_mmap, std::unique_ptr<ModelBackend>* out) {
   auto b = std::make_unique<EtBackend>(path);
   VX_RETURN_IF_ERROR(b->open(use_mmap));
+  *out = std::move(b);
+  return Status();
+}
+
+Status sibling_et_backend(const ModelBackend& primary, std::unique_ptr<ModelBackend>* out) {
+  const auto* p = dynamic_cast<const EtBackend*>(&primary);
+  if (!p) return Status::error("internal: sibling_et_backend needs a backend from load_et_backend");
+  auto b = std::make_unique<EtBackend>(p->path());
+  VX_RETURN_IF_ERROR(b->open_sibling(*p));
   *out = std::move(b);
   return Status();
 }

@@ -12,6 +12,11 @@ namespace voxtral_rt::detail {
 // shared mutable buffers mid-stream), reads and validates the metadata.
 Status load_et_backend(const std::string& path, bool use_mmap, std::unique_ptr<ModelBackend>* out);
 
+// Another backend over the same loaded program as `primary` (which must come from load_et_backend and
+// outlive it): its own methods, planned memory and caches, so it can run one stream concurrently with the
+// primary's. Costs a second method load: XNNPACK packs the delegated weights again for it.
+Status sibling_et_backend(const ModelBackend& primary, std::unique_ptr<ModelBackend>* out);
+
 // Resizes ExecuTorch's process-wide CPU threadpool (0 = leave the default). Returns the thread count.
 size_t set_num_threads(int threads);
 

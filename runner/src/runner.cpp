@@ -1,5 +1,7 @@
 // Public API (voxtral_rt.h): Runner = ExecuTorch backend + tokenizer + metadata; Session = one Stream.
-#include <atomic>
+#include <memory>
+#include <mutex>
+#include <vector>
 
 #include "et_backend.h"
 #include "log.h"
@@ -12,27 +14,82 @@ namespace voxtral_rt {
 
 using detail::Status;
 
+// Shared by the Runner and its Sessions (a Session keeps it alive, so it may outlive the Runner).
+// Each live Session owns one model backend: the Runner's primary (loaded with the program) or, while that
+// one is taken, a sibling over the same loaded program with its own caches. Backends go back to the pool
+// when their Session ends, so a process pays for as many as it ever ran at once.
 struct Runner::Impl {
-  std::unique_ptr<detail::ModelBackend> model;
+  ~Impl() {
+    // Siblings first: the primary's Module owns the data loader the shared program reads from.
+    idle.clear();
+    while (!all.empty()) all.pop_back();
+  }
+
+  // A backend for a new Session: an idle one, or a new sibling (loading its methods: slow, so outside the
+  // pool lock; sibling loads are serialised among themselves).
+  Status acquire(detail::ModelBackend** out) {
+    {
+      std::lock_guard<std::mutex> lock(pool_mutex);
+      if (!idle.empty()) {
+        *out = idle.back();
+        idle.pop_back();
+        return Status();
+      }
+      if (max_sessions > 0 && static_cast<int>(all.size()) - static_cast<int>(idle.size()) + pending >= max_sessions)
+        return Status::error("this Runner already has " + std::to_string(max_sessions) +
+                             " live Sessions (RunnerOptions::max_sessions); destroy one first (or reset() and reuse it)");
+      ++pending;
+    }
+    std::unique_ptr<detail::ModelBackend> b;
+    Status s;
+    {
+      std::lock_guard<std::mutex> load_lock(sibling_mutex);
+      const double t0 = detail::now_ms();
+      s = detail::sibling_et_backend(*all.front(), &b);
+      if (s.ok()) VX_LOG_INFO("a concurrent session: loaded the model's methods again (own caches) in %.0f ms", detail::now_ms() - t0);
+    }
+    std::lock_guard<std::mutex> lock(pool_mutex);
+    --pending;
+    if (!s.ok()) return s;
+    *out = b.get();
+    all.push_back(std::move(b));
+    return Status();
+  }
+
+  void release(detail::ModelBackend* b) {
+    std::lock_guard<std::mutex> lock(pool_mutex);
+    // The primary last in the list: it is handed out first (no second copy of the weights while one
+    // session at a time runs).
+    if (b == all.front().get()) {
+      idle.push_back(b);
+    } else {
+      idle.insert(idle.begin(), b);
+    }
+  }
+
   std::unique_ptr<detail::Tekken> tokenizer;
   ModelInfo info;
   double load_ms = 0;
-  // The caches live in the program's shared mutable buffers: one stream at a time per loaded Module.
-  // (Two concurrent sessions would need a Module per session over the same mmapped Program:
-  // Module(std::shared_ptr<Program>, ..., share_memory_arenas=true).)
-  std::atomic<bool> session_active{false};
+  int max_sessions = 0;
+
+  std::mutex pool_mutex;                                 // guards all, idle, pending
+  std::vector<std::unique_ptr<detail::ModelBackend>> all;  // all.front() = the primary
+  std::vector<detail::ModelBackend*> idle;
+  int pending = 0;                                       // siblings being loaded
+  std::mutex sibling_mutex;
 };
 
 struct Session::Impl {
-  Impl(detail::ModelBackend* model, const detail::Tekken* tok, std::atomic<bool>* active, detail::StreamConfig cfg)
-      : active(active), stream(model, tok, std::move(cfg)) {}
-  ~Impl() { active->store(false); }
+  Impl(std::shared_ptr<Runner::Impl> runner, detail::ModelBackend* model, detail::StreamConfig cfg)
+      : runner(std::move(runner)), model(model), stream(model, this->runner->tokenizer.get(), std::move(cfg)) {}
+  ~Impl() { runner->release(model); }
   int64_t result(const Status& s, int64_t n) {
     if (s.ok()) return n;
     error = s.message();
     return -1;
   }
-  std::atomic<bool>* active;  // the Runner's one-session flag
+  std::shared_ptr<Runner::Impl> runner;  // declared first: destroyed last
+  detail::ModelBackend* model;           // ours until the destructor gives it back
   detail::Stream stream;
   std::string error;
 };
@@ -78,7 +135,7 @@ int resolve_delay_tokens(const ModelInfo& info, int delay_ms, std::string* error
 
 // ---------------------------------------------------------------------------------------------- Runner
 
-Runner::Runner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Runner::Runner(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Runner::~Runner() = default;
 
 std::unique_ptr<Runner> Runner::load(const RunnerOptions& options, std::string* error) {
@@ -89,14 +146,19 @@ std::unique_ptr<Runner> Runner::load(const RunnerOptions& options, std::string* 
   if (options.model_path.empty()) return fail("no model path given");
   if (options.tokenizer_path.empty()) return fail("no tokenizer path given");
   if (options.threads < 0) return fail("threads must be >= 0 (0 = default)");
+  if (options.max_sessions < 0) return fail("max_sessions must be >= 0 (0 = no limit)");
   const double t0 = detail::now_ms();
-  auto impl = std::make_unique<Impl>();
+  auto impl = std::make_shared<Impl>();
+  impl->max_sessions = options.max_sessions;
   const size_t n_threads = detail::set_num_threads(options.threads);
   VX_LOG_DEBUG("ExecuTorch threadpool: %zu threads", n_threads);
 
-  Status s = detail::load_et_backend(options.model_path, options.use_mmap, &impl->model);
+  std::unique_ptr<detail::ModelBackend> primary;
+  Status s = detail::load_et_backend(options.model_path, options.use_mmap, &primary);
   if (!s.ok()) return fail(s.message());
-  impl->info = impl->model->info();
+  impl->info = primary->info();
+  impl->idle.push_back(primary.get());
+  impl->all.push_back(std::move(primary));
   const double t1 = detail::now_ms();
   s = detail::Tekken::from_file(options.tokenizer_path, &impl->tokenizer);
   if (!s.ok()) return fail(s.message());
@@ -121,12 +183,10 @@ std::unique_ptr<Session> Runner::create_session(const SessionOptions& options, s
   if (options.max_enc_tokens < 0) return fail("max_enc_tokens must be >= 0 (0 = model maximum)");
   cfg.max_enc_tokens = options.max_enc_tokens;
   cfg.on_token = options.on_token;
-  bool expected = false;
-  if (!impl_->session_active.compare_exchange_strong(expected, true))
-    return fail("another Session of this Runner is alive: the model's caches serve one stream at a time; "
-                "destroy it first (or reset() and reuse it)");
-  auto simpl = std::make_unique<Session::Impl>(impl_->model.get(), impl_->tokenizer.get(),
-                                               &impl_->session_active, std::move(cfg));
+  detail::ModelBackend* model = nullptr;
+  s = impl_->acquire(&model);
+  if (!s.ok()) return fail(s.message());
+  auto simpl = std::make_unique<Session::Impl>(impl_, model, std::move(cfg));
   return std::unique_ptr<Session>(new Session(std::move(simpl)));
 }
 

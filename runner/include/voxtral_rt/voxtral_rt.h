@@ -11,10 +11,22 @@
 //   std::cout << session->take_text() << "\n";           // session->text() == whole transcript
 //   runner->transcribe(pcm.data(), pcm.size(), {}, &result, &err);   // offline = the same loop
 //
-// Thread safety: a Runner may be used from any thread, but it serves ONE live Session at a time (the
-// model's caches are mutable buffers inside the loaded program); a Session must be used by one thread
-// at a time, except Session::stop(), which may be called from any thread (e.g. a signal watcher).
-// A Session must not outlive its Runner.
+// Thread safety:
+//   * Runner: every method may be called from any thread, concurrently (create_session, transcribe,
+//     info, decode, load_ms). Runner::load itself may run concurrently with other loads.
+//   * Sessions of one Runner run concurrently: each live Session has its own copy of the model's caches
+//     (mutable buffers). The first uses the Runner's loaded methods; while it is alive, another Session
+//     loads the methods again over the same mmapped program (no second copy of the file, but XNNPACK packs
+//     the delegated weights again: budget about one .pte of extra RAM per extra concurrent Session, and
+//     its load time). Ended Sessions give their methods back to the Runner for the next Session, so one
+//     Session at a time costs exactly what it did before. RunnerOptions::max_sessions caps the count.
+//     Results do not depend on concurrency: each Session gives the tokens a sequential run gives.
+//   * A Session must be used by one thread at a time, except Session::stop(), which may be called from any
+//     thread (e.g. a signal watcher). Different Sessions may be used from different threads freely.
+//   * Concurrent Sessions share ExecuTorch's process-wide CPU threadpool (RunnerOptions::threads), so two
+//     sessions on N cores get roughly N cores between them, not 2N.
+//   * A Session may outlive its Runner (it keeps the loaded model alive until it is destroyed).
+//   * set_log_callback may be called from any thread; the callback is called from the thread that logs.
 #pragma once
 
 #include <cstddef>
@@ -42,6 +54,7 @@ struct RunnerOptions {
   std::string tokenizer_path;  // tekken.json of the same model
   int threads = 0;             // ExecuTorch CPU threadpool size; 0 = its default. Process-wide setting.
   bool use_mmap = true;        // mmap the .pte (weights paged in on demand) instead of reading it whole
+  int max_sessions = 0;        // live Sessions allowed at once (0 = no limit); see "Thread safety" above
 };
 
 // Model constants, read from the .pte's constant methods (names as in docs/design.md).
@@ -152,7 +165,8 @@ class Runner {
   Runner(const Runner&) = delete;
   Runner& operator=(const Runner&) = delete;
 
-  // Fails (nullptr, *error) on invalid options or while another Session of this Runner is alive.
+  // Fails (nullptr, *error) on invalid options, at the max_sessions limit, or if loading the methods for
+  // an extra concurrent Session fails.
   std::unique_ptr<Session> create_session(const SessionOptions& options, std::string* error);
 
   // Offline transcription: a session fed with all of `pcm16k`, then flushed. Returns false on error.
@@ -165,8 +179,9 @@ class Runner {
 
  private:
   struct Impl;
-  explicit Runner(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  friend class Session;
+  explicit Runner(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;  // shared with its Sessions
 };
 
 // Delay in tokens for `delay_ms` (-1 = default), or -1 with *error if the model does not support it.
