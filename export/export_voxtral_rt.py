@@ -28,7 +28,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from voxtral_rt.checkpoint import load_model  # noqa: E402
+from voxtral_rt.checkpoint import load_model, release_pages  # noqa: E402
 from voxtral_rt.config import ConfigError  # noqa: E402
 from voxtral_rt.mel import export_log_mel  # noqa: E402
 from voxtral_rt.model import VoxtralRealtime  # noqa: E402
@@ -140,6 +140,8 @@ def to_float32_module_by_module(model: nn.Module) -> None:
         for name, p in list(mod.named_parameters(recurse=False)):
             if p.dtype != torch.float32:
                 setattr(mod, name, nn.Parameter(p.detach().float(), requires_grad=False))
+                # The bf16 source pages (file-backed, counted in RSS) are not needed any more.
+                release_pages(p.detach())
 
 
 # ----------------------------------------------------------------------------- export
@@ -245,6 +247,14 @@ def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: st
     for conv in model.whisper_encoder.conv_layers:
         conv.to_linear()
     cast = to_float32_module_by_module if dtype == "fp32" else (lambda m: None)
+    # The vocab-sized matrices first: quantizing them makes several transient fp32 copies (1.6 GB each
+    # at full size), which must happen while little else is resident.
+    if model.output is not None:
+        cast(model.output)
+        quantize_linears(model.output, qlinear, group_size, "LM head")
+    cast(model.tok_embeddings)
+    quantize_embedding(model, qembedding, qembedding_group_size)
+    gc.collect()
     enc_layers = model.whisper_encoder.transformer.layers
     for i, layer in enumerate(enc_layers):
         cast(layer)
@@ -256,11 +266,6 @@ def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: st
                          skip=("ada_rms_norm_t_cond",), quiet=i % 8 != 0)
     cast(model.audio_language_projection)
     quantize_linears(model.audio_language_projection, qlinear_encoder, group_size, "adapter")
-    if model.output is not None:
-        cast(model.output)
-        quantize_linears(model.output, qlinear, group_size, "LM head")
-    cast(model.tok_embeddings)
-    quantize_embedding(model, qembedding, qembedding_group_size)
     cast(model)  # the rest: norms, conv stem
     gc.collect()
     model.setup_caches(max_enc_tokens, max_dec_tokens)
