@@ -9,7 +9,7 @@ BUILD ?= build/release
 DEB_PKGS := libgflags-dev nlohmann-json3-dev libsndfile1-dev libsoxr-dev espeak-ng sox
 ART   ?= artifacts
 
-.PHONY: setup deps-debian runner runner-asan test test-python demo clean
+.PHONY: setup deps-debian runner runner-asan test test-python demo clean test-asan fuzz fuzz-build deps-fuzz
 
 setup: $(VENV)/.stamp deps-debian
 
@@ -37,10 +37,27 @@ runner-asan: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cmake --preset asan >/dev/null
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cmake --build --preset asan -j2
 
+# The runner's C++ tests and CLI runs under ASan+UBSan (leak checks on); part of `make test`.
+test-asan: runner-asan
+	$(PY) -m pytest -q tests/python/test_runner_asan.py
+
+# libFuzzer targets (fuzz/): clang from Debian. `make fuzz FUZZ_SECONDS=600` runs each target that long.
+FUZZ_SECONDS ?= 60
+FUZZ_DEB_PKGS := clang libclang-rt-14-dev
+deps-fuzz:
+	@$(MAKE) --no-print-directory deps-debian DEB_PKGS="$(FUZZ_DEB_PKGS)"
+
+fuzz-build: setup deps-fuzz
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cmake -S fuzz -B fuzz/build -G Ninja -DCMAKE_CXX_COMPILER=clang++ >/dev/null
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cmake --build fuzz/build -j2
+
+fuzz: fuzz-build
+	fuzz/run.sh $(FUZZ_SECONDS)
+
 test-python: setup
 	$(PY) -m pytest -q
 
-test: setup runner
+test: setup runner runner-asan fuzz-build
 	$(PY) -m pytest -q
 
 # Until the trained demo model lands (issue 5) the embedded default is a random tiny checkpoint:

@@ -273,6 +273,11 @@ bool AudioFileReader::read(std::vector<float>* out, bool* eof, std::string* erro
     m.pending.shrink_to_fit();
     const size_t room2 = olen > m.out_pos ? olen - m.out_pos : 0;
     if (!m.process(nullptr, 0, room2, out, error)) return false;
+    if (m.out_pos == 0) {  // e.g. one frame at 48 kHz: as voxtral_rt/audio.py, an error rather than no audio
+      *error = m.name + ": audio too short to resample from " + std::to_string(m.sfi.samplerate) + " Hz to " +
+               std::to_string(m.target_rate) + " Hz";
+      return false;
+    }
   }
   m.done = true;
   *eof = true;

@@ -384,6 +384,12 @@ static void test_audio_file_errors() {
   CHECK(!load_audio_memory(junk, sizeof(junk), 16000, &pcm, &err) && err.find("cannot read audio") != std::string::npos);
   CHECK(!load_audio_memory(junk, 0, 16000, &pcm, &err));
   CHECK(!load_audio_file("/nonexistent/a.wav", 16000, &pcm, &err) && err.find("/nonexistent/a.wav") != std::string::npos);
+  // fuzz_audio_file found: one 6-channel frame at 48 kHz resamples to no samples at all; this returned
+  // success with empty audio (the model then transcribed silence) instead of an error.
+  CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 48000, 6, std::vector<float>(6, 0.1f)));
+  CHECK(!load_audio_file(path, 16000, &pcm, &err) && err.find("too short to resample from 48000 Hz") != std::string::npos);
+  CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 48000, 1, std::vector<float>(3, 0.1f)));
+  CHECK(load_audio_file(path, 16000, &pcm, &err) && pcm.size() == 1);
   // truncated: the header announces more frames than the file holds -> the frames that are there
   std::vector<float> y(16000, 0.25f);
   CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000, 1, y));

@@ -1,0 +1,112 @@
+"""The C++ runner built with AddressSanitizer + UBSan (`make runner-asan` -> runner/build-asan, part of `make test`):
+the unit tests, the public-API test (including concurrent sessions) and CLI runs on the tiny .pte, leak checks on.
+A sanitizer report anywhere fails the test; the tokens must equal the release build's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[2]
+ASAN = ROOT / "runner" / "build-asan"
+RELEASE = ROOT / "runner" / "build" / "voxtral_realtime_runner"
+ENV = {
+    **os.environ,
+    "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1:strict_string_checks=1:check_initialization_order=1",
+    "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+    "LSAN_OPTIONS": f"suppressions={ROOT / 'fuzz' / 'lsan.supp'}",
+}
+REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
+
+pytestmark = pytest.mark.skipif(not (ASAN / "voxtral_realtime_runner").exists(),
+                                reason="ASan build missing: `make runner-asan` (make test builds it)")
+
+
+def _run(cmd: list[str], stdin: bytes | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(c) for c in cmd], input=stdin, capture_output=True, timeout=timeout, env=ENV)
+    err = r.stderr.decode(errors="replace")
+    for rep in REPORTS:
+        assert rep not in err, err[-6000:]
+    return r
+
+
+def _speech(sr: int, seconds: float, seed: int, channels: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    ph = 2 * np.pi * np.cumsum(130 + 50 * np.sin(2 * np.pi * 1.1 * t)) / sr
+    x = sum(np.sin(k * ph) / k for k in range(1, 5)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.3 * t)) ** 2
+    x = (0.2 * x + 0.03 * rng.standard_normal(len(t))).astype(np.float32)
+    return x if channels == 1 else np.stack([x * (0.5 + 0.5 * c) for c in range(channels)], 1)
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    d = tmp_path_factory.mktemp("asan")
+    sf.write(d / "a.wav", _speech(16000, 2.6, 3), 16000)
+    sf.write(d / "b.flac", _speech(44100, 1.9, 4, channels=2), 44100)
+    return d
+
+
+def test_unit_tests_under_asan():
+    r = _run([ASAN / "voxtral_rt_tests"])
+    out = r.stdout.decode()
+    assert r.returncode == 0 and " 0 failed" in out, out[-3000:] + r.stderr.decode()[-3000:]
+
+
+@pytest.mark.parametrize("pte", ["fp32", "q"])
+def test_public_api_and_concurrent_sessions_under_asan(tiny, audio, pte):
+    r = _run([ASAN / "voxtral_rt_pte_tests", tiny[pte], tiny["dir"] / "tekken.json", audio / "a.wav"])
+    out = r.stdout.decode()
+    assert r.returncode == 0 and " 0 failed" in out, out[-3000:] + r.stderr.decode()[-3000:]
+
+
+def _cli(binary: Path, tiny, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return _run([binary, "--model_path", tiny["fp32"], "--tokenizer_path", tiny["dir"] / "tekken.json", *args], stdin=stdin)
+
+
+@pytest.mark.parametrize("args", [
+    ("--audio_path", "a.wav"),
+    ("--audio_path", "b.flac", "--streaming", "--chunk_ms", "130", "--delay_ms", "160"),
+    ("--stdin", "--stdin_format", "s16le", "--sample_rate", "48000"),
+])
+def test_cli_under_asan_same_tokens_as_release(tiny, audio, args):
+    args = [str(audio / a) if a.endswith((".wav", ".flac")) else a for a in args]
+    stdin = None
+    if "--stdin" in args:
+        stdin = (np.clip(_speech(48000, 1.5, 5), -1, 1) * 32767).astype("<i2").tobytes()
+    got = _cli(ASAN / "voxtral_realtime_runner", tiny, "--json", *args, stdin=stdin)
+    assert got.returncode == 0, got.stderr.decode()[-3000:]
+    ref = _cli(RELEASE, tiny, "--json", *args, stdin=stdin)
+    assert ref.returncode == 0
+    assert json.loads(got.stdout)["token_ids"] == json.loads(ref.stdout)["token_ids"]
+
+
+def test_cli_error_paths_under_asan(tiny, audio, tmp_path):
+    """Bad inputs exit with their code and no sanitizer report (nothing leaks on the error paths)."""
+    corrupt = tmp_path / "corrupt.pte"
+    b = bytearray(tiny["fp32"].read_bytes())
+    for i in range(300, 4000, 97):  # flip bytes across the program flatbuffer
+        b[i] ^= 0x5A
+    corrupt.write_bytes(bytes(b))
+    trunc = tmp_path / "trunc.pte"
+    trunc.write_bytes(tiny["fp32"].read_bytes()[:20000])
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    tok = str(tiny["dir"] / "tekken.json")
+    for model, extra, stdin, code in [
+        (corrupt, ["--audio_path", str(audio / "a.wav")], None, 2),
+        (trunc, ["--audio_path", str(audio / "a.wav")], None, 2),
+        (tiny["fp32"], ["--audio_path", str(junk)], None, 3),
+        (tiny["fp32"], ["--stdin", "--stdin_format", "f32le"], np.array([0.1, np.nan], "<f4").tobytes(), 3),
+        (tiny["fp32"], ["--stdin"], b"\x01\x02\x03", 3),
+        (tiny["fp32"], ["--audio_path", str(audio / "a.wav"), "--delay_ms", "100"], None, 1),
+    ]:
+        r = _run([ASAN / "voxtral_realtime_runner", "--model_path", model, "--tokenizer_path", tok, *extra], stdin=stdin)
+        assert r.returncode == code, (model, extra, r.returncode, r.stderr.decode()[-2000:])
+        assert "error" in r.stderr.decode().lower()
