@@ -1,6 +1,7 @@
 // Any bytes as an audio file image: AudioFileReader::open_memory + read() to the end (libsndfile decode,
 // channel mean, NaN check, python-soxr-exact resampling). Must never crash, hang or leak; every failure is
 // a clear error string. Also checks that the streamed blocks equal load_audio_memory's one-shot result.
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -39,6 +40,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!voxtral_rt::load_audio_memory(data, size, 16000, &whole, &err2)) __builtin_trap();
     if (whole != streamed) __builtin_trap();
     if (whole.empty()) __builtin_trap();  // "empty" is an error, not a success with no samples
+    for (float v : whole)
+      if (!std::isfinite(v)) __builtin_trap();  // success means finite audio
   }
   return 0;
 }

@@ -296,6 +296,8 @@ int main(int argc, char** argv) {
   voxtral_rt::SessionOptions sopts;
   sopts.delay_ms = FLAGS_delay_ms;
   sopts.max_enc_tokens = FLAGS_max_enc_tokens;
+  // A live stdin stream may run for days and prints as it goes: keep flat memory (--json needs every id).
+  if (FLAGS_stdin && !FLAGS_json) sopts.max_history = 10000;
   auto session = runner->create_session(sopts, &err);
   if (!session) return usage_error(err);  // the only option errors left are the delay's
   g_session = session.get();

@@ -176,11 +176,20 @@ struct AudioFileReader::Impl {
     float* op = out->data() + base;
     soxr_error_t err = soxr_process(soxr.get(), in ? &in : nullptr, n, nullptr, &op, cap, &odone);
     out->resize(base + odone);
-    out_pos += odone;
     if (err) {
       *error = name + ": libsoxr: " + err;
       return false;
     }
+    // Finite input can still overflow the filter (float files with values near FLT_MAX; found by fuzzing).
+    for (size_t i = base; i < out->size(); ++i) {
+      if (!std::isfinite((*out)[i])) {
+        *error = name + ": resampled sample " + std::to_string(out_pos + (i - base)) +
+                 " is NaN or Inf: the audio has values far outside [-1, 1]";
+        out->resize(base);
+        return false;
+      }
+    }
+    out_pos += odone;
     return true;
   }
 };

@@ -182,6 +182,8 @@ std::unique_ptr<Session> Runner::create_session(const SessionOptions& options, s
   if (!s.ok()) return fail(s.message());
   if (options.max_enc_tokens < 0) return fail("max_enc_tokens must be >= 0 (0 = model maximum)");
   cfg.max_enc_tokens = options.max_enc_tokens;
+  if (options.max_history < 0) return fail("max_history must be >= 0 (0 = keep every token)");
+  cfg.max_history = options.max_history;
   cfg.on_token = options.on_token;
   detail::ModelBackend* model = nullptr;
   s = impl_->acquire(&model);

@@ -157,7 +157,23 @@ Status Stream::pump(int64_t* n_new) {
   }
   if (!finished() && !stop_requested()) VX_RETURN_IF_ERROR(decode_ready(n_new));
   trim_buffers();
+  trim_history();
   return Status();
+}
+
+void Stream::trim_history() {
+  // Per-token and per-feed records grow with the stream; with a cap, drop the oldest in blocks (amortised
+  // O(1)) so an endless session runs in flat memory.
+  const auto cap = static_cast<size_t>(cfg_.max_history);
+  if (cap == 0) return;
+  auto trim = [cap](auto& v) {
+    if (v.size() >= 2 * cap) v.erase(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() - cap));
+  };
+  trim(token_ids_);
+  trim(token_times_ms_);
+  trim(token_positions_);
+  trim(stats_.step_ms);
+  trim(stats_.feed_ms);
 }
 
 Status Stream::encode_chunk(int64_t k) {

@@ -32,6 +32,7 @@ namespace voxtral_rt::detail {
 struct StreamConfig {
   int64_t delay_tokens = 6;
   int64_t max_enc_tokens = 0;  // 0 = model max
+  int64_t max_history = 0;     // 0 = keep every token; else keep the last max_history..2*max_history
   TokenCallback on_token;
 };
 
@@ -77,6 +78,7 @@ class Stream {
   void append_stream(const float* pcm, size_t n);
   void append_zeros(int64_t n);
   void trim_buffers();
+  void trim_history();
   bool stop_requested() const { return stop_requested_.load(std::memory_order_relaxed); }
 
   ModelBackend* model_;

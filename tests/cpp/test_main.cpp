@@ -1,6 +1,7 @@
 // Unit tests for the model-independent runner parts: tekken decoding/streaming, PCM input, metadata
 // checks, and the streaming protocol driven by a fake model backend. No .pte needed.
 // Prints one line per failed check and a closing "N passed, N failed"; exit code 1 on any failure.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -377,6 +378,15 @@ static void test_audio_file_errors() {
   x[7777] = INFINITY;
   CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, 48000, 1, x));
   CHECK(!load_audio_file(path, 16000, &pcm, &err) && err.find("sample 7777 is NaN or Inf") != std::string::npos);
+  // fuzz_audio_file found: finite float samples near FLT_MAX overflow the resampler to Inf/NaN, which the
+  // reader returned as audio; now an error naming the cause
+  std::vector<float> huge(2000, 0.1f);
+  huge[100] = 3e38f;
+  huge[101] = -3e38f;
+  CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, 8000, 1, huge));
+  CHECK(!load_audio_file(path, 16000, &pcm, &err) && err.find("far outside [-1, 1]") != std::string::npos);
+  CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, huge));  // no resampling: passed through
+  CHECK(load_audio_file(path, 16000, &pcm, &err) && pcm.size() == 2000);
   // empty, junk, missing
   CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000, 1, {}));
   CHECK(!load_audio_file(path, 16000, &pcm, &err) && err.find("empty") != std::string::npos);
@@ -699,6 +709,39 @@ static void test_protocol_streaming_equals_offline() {
   }
 }
 
+// max_history: a long stream keeps only the last N..2N records; the model calls and the newest tokens are
+// those of an unbounded run.
+static void test_history_cap() {
+  const auto audio = ramp_audio(200 * 1280 + 5);
+  const RunResult full = run_stream(audio, 0, 2, nullptr);
+  FakeModel fake;
+  fake.ref_stream = reference_stream(fake.m, audio, 2);
+  StreamConfig cfg;
+  cfg.delay_tokens = 2;
+  cfg.max_history = 16;
+  Stream st(&fake, nullptr, cfg);
+  fake.prompt_len = st.prompt_len();
+  int64_t n = 0, total = 0;
+  size_t max_kept = 0;
+  for (size_t i = 0; i < audio.size(); i += 1280) {
+    CHECK(st.feed(audio.data() + i, std::min<size_t>(1280, audio.size() - i), &n).ok());
+    total += n;
+    max_kept = std::max({max_kept, st.token_ids().size(), st.stats().step_ms.size(), st.stats().feed_ms.size()});
+  }
+  CHECK(st.flush(&n).ok());
+  total += n;
+  CHECK_EQ(fake.errors, 0);
+  CHECK(fake.fed == full.fed);
+  CHECK_EQ(total, static_cast<int64_t>(full.ids.size()));
+  CHECK_EQ(st.stats().n_generated, static_cast<int64_t>(full.ids.size()));
+  CHECK(max_kept <= 32);
+  const auto& kept = st.token_ids();
+  CHECK(kept.size() >= 16 && kept.size() <= 32);
+  CHECK(std::equal(kept.begin(), kept.end(), full.ids.end() - static_cast<std::ptrdiff_t>(kept.size())));
+  CHECK(st.token_times_ms().size() == kept.size());
+  CHECK(st.finished());
+}
+
 static void test_protocol_eos_and_text() {
   std::unique_ptr<Tekken> tok;
   CHECK(Tekken::from_json_text(tiny_tekken_json(), "tiny.json", &tok).ok());
@@ -777,6 +820,7 @@ int main() {
   run("metadata", test_metadata);
   run("protocol_offline", test_protocol_offline);
   run("protocol_streaming_equals_offline", test_protocol_streaming_equals_offline);
+  run("history_cap", test_history_cap);
   run("protocol_eos_and_text", test_protocol_eos_and_text);
   run("stream_errors_and_reset", test_stream_errors_and_reset);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);

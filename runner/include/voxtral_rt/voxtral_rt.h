@@ -98,6 +98,11 @@ using TokenCallback = std::function<void(const TokenEvent& token)>;
 struct SessionOptions {
   int delay_ms = -1;         // -1 = model default; else a multiple of ms_per_token, 1..15 tokens or 30
   int max_enc_tokens = 0;    // audio tokens per encoder call (buffers audio up to this); 0 = model max
+  // Records kept for token_ids(), token_times_ms(), text() and stats().step_ms/feed_ms: 0 = all (memory
+  // grows ~40 bytes per 80 ms token, ~1.7 MB per hour); N > 0 = only the last N to 2N, so an endless stream
+  // runs in flat memory (text() then decodes those tokens only). Counters, on_token and take_text() are
+  // unaffected. Live callers that consume take_text()/on_token should set it (the CLI's --stdin does).
+  int64_t max_history = 0;
   TokenCallback on_token;    // optional, called from feed()/flush() for every generated token
 };
 
