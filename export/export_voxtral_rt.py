@@ -29,6 +29,7 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from voxtral_rt.checkpoint import load_model, release_pages  # noqa: E402
+from voxtral_rt.checkpoint import CheckpointError  # noqa: E402
 from voxtral_rt.config import ConfigError  # noqa: E402
 from voxtral_rt.mel import export_log_mel  # noqa: E402
 from voxtral_rt.model import VoxtralRealtime  # noqa: E402
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(a.output).parent.mkdir(parents=True, exist_ok=True)
         with open(a.output, "wb") as f:
             et.write_to_file(f)
-    except (ConfigError, ValueError, OSError) as e:
+    except (ConfigError, CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     size = Path(a.output).stat().st_size
