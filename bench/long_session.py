@@ -3,6 +3,7 @@
     python bench/long_session.py                         # 3 h through the library API on the tiny model
     python bench/long_session.py --mode cli              # the same through `voxtral_realtime_runner --stdin`
     python bench/long_session.py --pte m.pte --tokenizer tekken.json --hours 1 --sessions 2
+    python bench/long_session.py --mode file --hours 2    # a 2-hour 8 kHz file through the CLI offline
 
 api mode runs runner/build/voxtral_rt_soak (runner/tools/soak.cpp): one Session fed 80 ms chunks as fast as
 the model takes them; per 10-minute bucket of audio, feed() latency (what a live caller waits per chunk) and
@@ -11,7 +12,8 @@ samples the runner's VmRSS and the wall time per bucket. Without --pte, a tiny s
 exported once into --work (default /tmp/voxtral_rt_long_session).
 
 Prints one JSON object with a verdict: RSS growth from the first bucket to the end (limit --max-rss-growth-mb)
-and the last three buckets' median step/feed latency over the first three's (limit --max-latency-ratio).
+and the last three buckets' median p50 step/feed latency over the first three's (limit --max-latency-ratio;
+p95/max are reported too but are at the mercy of other processes on a shared machine).
 Exit 1 if either limit is exceeded.
 """
 
@@ -109,6 +111,37 @@ def run_cli(args, pte: Path, tok: Path) -> dict:
             "end": buckets[-1]["rss_mb"]}, "buckets": buckets}
 
 
+def run_file(args, pte: Path, tok: Path) -> dict:
+    """A multi-hour low-noise file through the CLI offline (decoded and resampled block by block), against a
+    1-minute file of the same kind: wall time and peak RSS of each."""
+    sr = args.file_rate
+    rng = np.random.default_rng(0)
+    import soundfile as sf
+
+    def make(path: Path, minutes: float) -> Path:
+        if not path.exists():
+            with sf.SoundFile(path, "w", sr, 1, subtype="PCM_16") as f:
+                for _ in range(int(minutes)):
+                    f.write((0.01 * rng.standard_normal(sr * 60)).astype(np.float32))
+        return path
+
+    out = {"model": str(pte), "mode": "file", "file_rate": sr}
+    for name, minutes in (("one_minute", 1), ("long", args.hours * 60)):
+        wav = make(args.work / f"noise_{sr}_{minutes:g}min.wav", minutes)
+        t = time.perf_counter()
+        r = subprocess.run([str(RUNNER), "--model_path", str(pte), "--tokenizer_path", str(tok), "--audio_path",
+                            str(wav), "--json", "--stats", "--threads", str(args.threads)], capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"runner failed ({r.returncode}):\n{r.stderr[-3000:]}")
+        st = json.loads(r.stdout)["stats"]
+        out[name] = {"audio_min": minutes, "file_mb": wav.stat().st_size / 2**20, "wall_s": time.perf_counter() - t,
+                     "rtf": st["rtf"], "peak_rss_mib": st["peak_rss_mib"], "tokens": st["n_generated"]}
+    out["decoded_audio_mib_if_held"] = args.hours * 3600 * 16000 * 4 / 2**20
+    out["verdict"] = {"rss_growth_mb": out["long"]["peak_rss_mib"] - out["one_minute"]["peak_rss_mib"]}
+    out["verdict"]["ok"] = out["verdict"]["rss_growth_mb"] <= args.max_rss_growth_mb
+    return out
+
+
 def verdict(res: dict, args) -> dict:
     b = res["buckets"]
     rss = [x["rss_mb"] for x in b]
@@ -117,16 +150,22 @@ def verdict(res: dict, args) -> dict:
     first, last = [x[key] for x in b[:3]], [x[key] for x in b[-3:]]
     v["latency_key"] = key
     v["latency_ratio_last_over_first"] = statistics.median(last) / max(statistics.median(first), 1e-9)
-    if "feed_ms_p95" in b[0]:
-        v["feed_p95_ratio_last_over_first"] = (statistics.median([x["feed_ms_p95"] for x in b[-3:]])
-                                               / max(statistics.median([x["feed_ms_p95"] for x in b[:3]]), 1e-9))
-    v["ok"] = v["rss_growth_mb"] <= args.max_rss_growth_mb and v["latency_ratio_last_over_first"] <= args.max_latency_ratio
+    ok_feed = True
+    if "feed_ms_p50" in b[0]:
+        for k in ("feed_ms_p50", "feed_ms_p95"):
+            v[k.replace("_ms", "") + "_ratio_last_over_first"] = (
+                statistics.median([x[k] for x in b[-3:]]) / max(statistics.median([x[k] for x in b[:3]]), 1e-9))
+        ok_feed = v["feed_p50_ratio_last_over_first"] <= args.max_latency_ratio
+    # p50s decide (p95/max are reported: on a shared machine they carry other processes' noise)
+    v["ok"] = (v["rss_growth_mb"] <= args.max_rss_growth_mb and v["latency_ratio_last_over_first"] <= args.max_latency_ratio
+               and ok_feed)
     return v
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["api", "cli"], default="api")
+    ap.add_argument("--mode", choices=["api", "cli", "file"], default="api")
+    ap.add_argument("--file-rate", type=int, default=8000, help="sample rate of the --mode file WAV")
     ap.add_argument("--pte", type=Path)
     ap.add_argument("--tokenizer", type=Path)
     ap.add_argument("--work", type=Path, default=Path("/tmp/voxtral_rt_long_session"))
@@ -145,9 +184,13 @@ def main() -> int:
         args.work.mkdir(parents=True, exist_ok=True)
         pte, tok = tiny_model(args.work)
     t = time.perf_counter()
-    res = run_api(args, pte, tok) if args.mode == "api" else run_cli(args, pte, tok)
+    if args.mode == "file":
+        args.work.mkdir(parents=True, exist_ok=True)
+        res = run_file(args, pte, tok)
+    else:
+        res = run_api(args, pte, tok) if args.mode == "api" else run_cli(args, pte, tok)
+        res["verdict"] = verdict(res, args)
     res["bench_wall_s"] = time.perf_counter() - t
-    res["verdict"] = verdict(res, args)
     print(json.dumps(res, indent=1))
     return 0 if res["verdict"]["ok"] else 1
 

@@ -70,7 +70,9 @@ int validate_flags() {
   voxtral_rt::PcmFormat fmt;
   if (!voxtral_rt::parse_pcm_format(FLAGS_stdin_format, &fmt))
     return usage_error("--stdin_format must be s16le or f32le, got '" + FLAGS_stdin_format + "'");
-  if (FLAGS_sample_rate <= 0) return usage_error("--sample_rate must be > 0");
+  if (FLAGS_sample_rate < voxtral_rt::kMinSampleRate || FLAGS_sample_rate > voxtral_rt::kMaxSampleRate)
+    return usage_error("--sample_rate must be in " + std::to_string(voxtral_rt::kMinSampleRate) + ".." +
+                       std::to_string(voxtral_rt::kMaxSampleRate) + " Hz, got " + std::to_string(FLAGS_sample_rate));
   if (FLAGS_chunk_ms <= 0) return usage_error("--chunk_ms must be > 0");
   if (!FLAGS_streaming && !FLAGS_stdin && !is_default("chunk_ms"))
     return usage_error("--chunk_ms applies to --streaming or --stdin only");

@@ -3,6 +3,9 @@
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstring>
@@ -172,6 +175,11 @@ class EtBackend : public ModelBackend {
 }  // namespace
 
 Status load_et_backend(const std::string& path, bool use_mmap, std::unique_ptr<ModelBackend>* out) {
+  // Name the common failures plainly before ExecuTorch turns them into error codes.
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return Status::error(path + ": cannot open model: " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) return Status::error(path + ": is a directory, not a .pte file");
+  if (st.st_size == 0) return Status::error(path + ": model file is empty");
   auto b = std::make_unique<EtBackend>(path);
   VX_RETURN_IF_ERROR(b->open(use_mmap));
   *out = std::move(b);
