@@ -7,6 +7,7 @@
 // Runner.
 // Prints "N passed, N failed"; exit code 1 on failure, 2 on bad arguments/load failure.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -128,7 +129,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string err;
-  auto runner = voxtral_rt::Runner::load({argv[1], argv[2]}, &err);
+  voxtral_rt::RunnerOptions ro{argv[1], argv[2]};
+  // VOXTRAL_RT_THREADS=1: no threadpool workers (a ThreadSanitizer run cannot see the uninstrumented pool's
+  // synchronisation and would report every handoff as a race).
+  if (const char* t = std::getenv("VOXTRAL_RT_THREADS")) ro.threads = std::atoi(t);
+  auto runner = voxtral_rt::Runner::load(ro, &err);
   if (!runner) {
     std::fprintf(stderr, "load failed: %s\n", err.c_str());
     return 2;
