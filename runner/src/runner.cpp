@@ -194,6 +194,10 @@ std::unique_ptr<Session> Runner::create_session(const SessionOptions& options, s
 
 bool Runner::transcribe(const float* pcm16k, size_t n_samples, const SessionOptions& options, Transcript* out,
                         std::string* error) {
+  if (out == nullptr || (pcm16k == nullptr && n_samples > 0)) {
+    if (error) *error = "transcribe(): null output or samples pointer";
+    return false;
+  }
   auto session = create_session(options, error);
   if (!session) return false;
   if (session->feed(pcm16k, n_samples) < 0 || session->flush() < 0) {

@@ -109,6 +109,7 @@ void Stream::trim_buffers() {
 Status Stream::feed(const float* pcm, size_t n, int64_t* n_new) {
   *n_new = 0;
   if (flushed_) return Status::error("feed() after flush(): call reset() to start a new stream");
+  if (pcm == nullptr && n > 0) return Status::error("feed(): null samples pointer with n > 0");
   for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(pcm[i]))
       return Status::error(strf("audio sample %" PRId64 " is NaN or Inf", samples_consumed_ + static_cast<int64_t>(i)));

@@ -773,6 +773,14 @@ static void test_stream_errors_and_reset() {
   StreamConfig cfg;
   cfg.delay_tokens = 2;
   Stream st(&fake, nullptr, cfg);
+  {
+    FakeModel fake2;
+    fake2.ref_stream = reference_stream(fake2.m, audio, 2);
+    Stream st2(&fake2, nullptr, cfg);
+    int64_t n0 = 0;
+    CHECK(!st2.feed(nullptr, 5, &n0).ok());  // API misuse is an error, not a crash
+    CHECK(st2.feed(nullptr, 0, &n0).ok() && n0 == 0);
+  }
   int64_t n = 0;
   const float nan_buf[] = {0.1f, NAN};
   Status s = st.feed(nan_buf, 2, &n);

@@ -145,9 +145,11 @@ int main(int argc, char** argv) {
   }
 
   // offline reference
-  voxtral_rt::Transcript ref;
+  voxtral_rt::Transcript ref, t_unused;
   CHECK(runner->transcribe(pcm.data(), pcm.size(), {}, &ref, &err));
   CHECK(!ref.token_ids.empty());
+  CHECK(!runner->transcribe(pcm.data(), pcm.size(), {}, nullptr, &err));
+  CHECK(!runner->transcribe(nullptr, 10, {}, &t_unused, &err));
   CHECK(ref.token_ids.size() == ref.token_times_ms.size());
   CHECK(ref.text == runner->decode(ref.token_ids));
 
