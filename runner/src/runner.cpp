@@ -45,7 +45,7 @@ struct Runner::Impl {
     {
       std::lock_guard<std::mutex> load_lock(sibling_mutex);
       const double t0 = detail::now_ms();
-      s = detail::sibling_et_backend(*all.front(), &b);
+      s = detail::sibling_et_backend(*primary, &b);
       if (s.ok()) VX_LOG_INFO("a concurrent session: loaded the model's methods again (own caches) in %.0f ms", detail::now_ms() - t0);
     }
     std::lock_guard<std::mutex> lock(pool_mutex);
@@ -60,7 +60,7 @@ struct Runner::Impl {
     std::lock_guard<std::mutex> lock(pool_mutex);
     // The primary last in the list: it is handed out first (no second copy of the weights while one
     // session at a time runs).
-    if (b == all.front().get()) {
+    if (b == primary) {
       idle.push_back(b);
     } else {
       idle.insert(idle.begin(), b);
@@ -72,6 +72,7 @@ struct Runner::Impl {
   double load_ms = 0;
   int max_sessions = 0;
 
+  detail::ModelBackend* primary = nullptr;              // == all.front(); set once by load(), read without a lock
   std::mutex pool_mutex;                                 // guards all, idle, pending
   std::vector<std::unique_ptr<detail::ModelBackend>> all;  // all.front() = the primary
   std::vector<detail::ModelBackend*> idle;
@@ -157,6 +158,7 @@ std::unique_ptr<Runner> Runner::load(const RunnerOptions& options, std::string* 
   Status s = detail::load_et_backend(options.model_path, options.use_mmap, &primary);
   if (!s.ok()) return fail(s.message());
   impl->info = primary->info();
+  impl->primary = primary.get();
   impl->idle.push_back(primary.get());
   impl->all.push_back(std::move(primary));
   const double t1 = detail::now_ms();

@@ -13,7 +13,9 @@
 //
 // Thread safety:
 //   * Runner: every method may be called from any thread, concurrently (create_session, transcribe,
-//     info, decode, load_ms). Runner::load itself may run concurrently with other loads.
+//     info, decode, load_ms). Runner::load may run while other Runners work, provided its
+//     RunnerOptions::threads is 0 or the current pool size: resizing the process-wide threadpool while
+//     anything runs on it is unsafe.
 //   * Sessions of one Runner run concurrently: each live Session has its own copy of the model's caches
 //     (mutable buffers). The first uses the Runner's loaded methods; while it is alive, another Session
 //     loads the methods again over the same mmapped program (no second copy of the file, but XNNPACK packs
@@ -52,7 +54,8 @@ void set_log_callback(LogCallback callback);
 struct RunnerOptions {
   std::string model_path;      // .pte written by export/export_voxtral_rt.py (format_version 1)
   std::string tokenizer_path;  // tekken.json of the same model
-  int threads = 0;             // ExecuTorch CPU threadpool size; 0 = its default. Process-wide setting.
+  int threads = 0;             // ExecuTorch CPU threadpool size; 0 = its default. Process-wide: set it
+                               // before any Session runs (see "Thread safety").
   bool use_mmap = true;        // mmap the .pte (weights paged in on demand) instead of reading it whole
   int max_sessions = 0;        // live Sessions allowed at once (0 = no limit); see "Thread safety" above
 };
