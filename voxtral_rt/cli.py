@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--chunk-ms", type=float, default=0, help="feed audio in chunks of N ms, as a live stream (0 = all at once)")
     t.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, token_times_ms, ...")
     t.set_defaults(fn=_cmd_transcribe)
+
+    from .evaluate import add_parser as add_eval_parser  # `eval`: WER / RTF / step latency over a data dir
+
+    add_eval_parser(sub)
     return p
 
 
