@@ -96,4 +96,7 @@ def _to_mono_resampled(a: np.ndarray, sr: int, target_sr: int, where: str) -> np
         a = soxr.resample(a, int(sr), int(target_sr), quality="HQ")
         if a.shape[0] == 0:
             raise AudioError(f"{where}: audio too short to resample from {sr} Hz to {target_sr} Hz")
+        if not np.isfinite(a).all():
+            # Samples near the float32 limit (~3e38) overflow the resampler's filter; same error as the C++ reader.
+            raise AudioError(f"{where}: resampling from {sr} Hz overflowed to NaN/Inf (samples too large in magnitude)")
     return np.ascontiguousarray(a, dtype=np.float32)

@@ -142,3 +142,11 @@ def test_bad_arrays() -> None:
         to_mono_16k(np.zeros((10, 0), np.float32), 16000)
     with pytest.raises(AudioError, match="empty"):
         to_mono_16k(np.zeros(0, np.float32), 16000)
+
+
+def test_resampler_overflow_is_an_error():
+    """float32 samples near 3e38 overflow soxr's filter at 8 kHz -> 16 kHz; that must not pass as audio."""
+    x = np.full(8000, 3.0e38, dtype=np.float32)
+    x[::2] *= -1
+    with pytest.raises(AudioError, match="overflowed"):
+        to_mono_16k(x, 8000)
