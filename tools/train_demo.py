@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Train the tiny demo model: the Voxtral-Realtime architecture and code, trained from scratch on espeak-ng speech.
 
-    nice -n 10 python tools/train_demo.py train --out models/demo   # ~25 min on 2 shared CPU cores
-    python tools/train_demo.py eval-data DIR [--n 240]               # held-out wav + txt pairs for `voxtral_rt eval`
+    nice -n 10 python tools/train_demo.py train --out models/demo   # ~3 min synthesis + ~16 min training, 2 shared cores
+    python tools/train_demo.py eval-data DIR [--n 240] [--unseen-accents]   # held-out wav + txt pairs for `eval`
 
 Data
 ----
@@ -13,9 +13,10 @@ speed in words/min, a pitch), trimmed of silence, resampled to 16 kHz (soxr HQ, 
 concatenated with random gaps (40-300 ms; 350-1200 ms between sentences), so every word's end sample is known
 exactly. Then a random gain (peak -26..-0.4 dBFS) and white or low-passed noise (SNR 20-45 dB). One training
 example is a stream of 1-3 sentences from one of 400 training voices, its words played exp(U(-0.15, 0.15)) times
-faster (a tape-speed change: tempo, pitch and formants together) to widen the range of voices. Training voices, speeds and pitches are disjoint from the
-held-out ones (`eval-data`, `samples/`): held-out utterances use other espeak accents (en-us-nyc, en-gb-x-gbcwmd),
-other voice variants, other speeds and other pitches.
+faster (a tape-speed change: tempo, pitch and formants together) to widen the range of voices.
+Held-out utterances (`eval-data`, `samples/`) use voice variants, speeds and pitches never used in training (the
+espeak accents are the training ones); `eval-data --unseen-accents` also uses accents never used in training
+(en-us-nyc, en-gb-x-gbcwmd): a harder set.
 
 Targets (the streaming scheme; teacher forcing)
 ------------------------------------------------
@@ -94,7 +95,7 @@ CANDIDATE_WORDS = sorted(set(DIGITS + COLORS + DIRECTIONS + MOTION_VERBS + OBJEC
                              + "put set wait".split()))
 MAX_WORD_TOKENS = 3
 
-# espeak-ng voices: accent + variant. Held-out accents, variants, speeds and pitches never occur in training.
+# espeak-ng voices: accent + variant. Held-out variants, speeds, pitches (and TEST_ACCENTS) never occur in training.
 TRAIN_ACCENTS = ["en", "en-us", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-gb-x-gbclan"]
 TEST_ACCENTS = ["en-us-nyc", "en-gb-x-gbcwmd"]
 TRAIN_VARIANTS = ["m1", "m2", "m3", "m4", "m7", "m8", "f1", "f2", "f3", "f4", "klatt", "klatt2", "klatt4", "Alex",
@@ -123,9 +124,11 @@ class Voice:
         return f"{self.accent}+{self.variant} s{self.speed} p{self.pitch}"
 
 
-def draw_voices(held_out: bool, n: int, seed: int) -> list[Voice]:
-    acc, var, spd, pit = ((TEST_ACCENTS, TEST_VARIANTS, TEST_SPEEDS, TEST_PITCHES) if held_out
-                          else (TRAIN_ACCENTS, TRAIN_VARIANTS, TRAIN_SPEEDS, TRAIN_PITCHES))
+def draw_voices(held_out: bool, n: int, seed: int, unseen_accents: bool = False) -> list[Voice]:
+    """Training voices, or held-out ones: voice variants, speeds and pitches never used in training, with the
+    training accents or (unseen_accents, harder) with accents never used in training either."""
+    acc, var, spd, pit = ((TEST_ACCENTS if unseen_accents else TRAIN_ACCENTS, TEST_VARIANTS, TEST_SPEEDS, TEST_PITCHES)
+                          if held_out else (TRAIN_ACCENTS, TRAIN_VARIANTS, TRAIN_SPEEDS, TRAIN_PITCHES))
     allv = [Voice(a, v, s, p) for a in acc for v in var for s in spd for p in pit]
     rng = np.random.default_rng([seed, 7, int(held_out)])
     return [allv[i] for i in rng.choice(len(allv), size=min(n, len(allv)), replace=False)]
@@ -375,6 +378,7 @@ def write_checkpoint(model: torch.nn.Module, args: ModelArgs, out: Path) -> None
         raise AssertionError(f"state dict names differ from the checkpoint layout: {set(sd) ^ set(expected_shapes(args))}")
     save_file({internal_to_native(k): v.detach().to(torch.bfloat16).contiguous() for k, v in sorted(sd.items())},
               str(out / "consolidated.safetensors"))
+    os.chmod(out / "consolidated.safetensors", 0o644)  # save_file creates it owner-only
     with open(out / "params.json", "w") as f:
         json.dump(args.to_params_json(), f, indent=2)
         f.write("\n")
@@ -384,13 +388,13 @@ def write_checkpoint(model: torch.nn.Module, args: ModelArgs, out: Path) -> None
 
 
 def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]], first_index: int = 1,
-                  max_seconds: float = 0.0) -> list[Path]:
+                  max_seconds: float = 0.0, unseen_accents: bool = False) -> list[Path]:
     """n held-out utterances (one sentence each, held-out voices) as NN.wav (16-bit PCM) + NN.txt."""
     import soundfile as sf
 
     out_dir.mkdir(parents=True, exist_ok=True)
     gram = Sentences(list(spell))
-    voices = draw_voices(True, N_TEST_VOICES, seed)
+    voices = draw_voices(True, N_TEST_VOICES, seed, unseen_accents)
     bank = WordBank(voices, gram.words)
     paths = []
     i = 0
@@ -416,7 +420,7 @@ def cmd_eval_data(a: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as td:
         _, _, spell = make_tokenizer(Path(td), a.vocab_size)
     t0 = time.time()
-    write_heldout(Path(a.out_dir), a.n, a.seed, spell)
+    write_heldout(Path(a.out_dir), a.n, a.seed, spell, unseen_accents=a.unseen_accents)
     print(f"wrote {a.n} held-out utterances to {a.out_dir} in {time.time() - t0:.0f} s", file=sys.stderr)
     return 0
 
@@ -587,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--n", type=int, default=240)
     e.add_argument("--seed", type=int, default=1000)
     e.add_argument("--vocab-size", type=int, default=2000)
+    e.add_argument("--unseen-accents", action="store_true",
+                   help="held-out espeak accents too (en-us-nyc, en-gb-x-gbcwmd), not only held-out variants/speeds/pitches")
     e.set_defaults(fn=cmd_eval_data)
     a = p.parse_args(argv)
     return a.fn(a)
