@@ -60,17 +60,18 @@ test-python: setup
 test: setup runner runner-asan fuzz-build
 	$(PY) -m pytest -q
 
-# Until the trained demo model lands (issue 5) the embedded default is a random tiny checkpoint:
-# the pipeline runs end to end, but its "transcript" is random tokens, not words.
+# The embedded demo model (models/demo: a tiny Voxtral-architecture model trained by tools/train_demo.py on
+# espeak-ng speech, see README "Demo model"): export it as an 8da4w .pte, build the runner, and stream a bundled
+# held-out clip through it in 80 ms chunks.
 demo: runner
 	@mkdir -p $(ART)
-	@[ -f $(ART)/demo-model/params.json ] || $(PY) -m voxtral_rt synth $(ART)/demo-model --preset tiny
-	@[ -f $(ART)/demo.pte ] || $(PY) export/export_voxtral_rt.py --model-path $(ART)/demo-model --output $(ART)/demo.pte \
-	    --qlinear 8da4w --qlinear-encoder 8da4w --qembedding 8w
-	@if command -v espeak-ng >/dev/null; then espeak-ng -w $(ART)/demo.wav "turn left at the red door"; \
-	 else $(PY) -c "import numpy as n,soundfile as s;t=n.arange(32000)/16000;s.write('$(ART)/demo.wav',(0.3*n.sin(2*n.pi*220*t)).astype('f4'),16000)"; fi
-	runner/build/voxtral_realtime_runner --model_path $(ART)/demo.pte --tokenizer_path $(ART)/demo-model/tekken.json \
-	    --audio_path $(ART)/demo.wav --streaming --chunk_ms 80 --stats
+	@[ $(ART)/demo_8da4w.pte -nt models/demo/consolidated.safetensors ] || $(PY) export/export_voxtral_rt.py \
+	    --model-path models/demo --output $(ART)/demo_8da4w.pte --qlinear 8da4w --qlinear-encoder 8da4w --qembedding 8w
+	@echo "audio:      models/demo/samples/01.wav (held-out voice)"
+	@echo "reference:  $$(cat models/demo/samples/01.txt)"
+	@printf "transcript:"
+	@runner/build/voxtral_realtime_runner --model_path $(ART)/demo_8da4w.pte --tokenizer_path models/demo/tekken.json \
+	    --audio_path models/demo/samples/01.wav --streaming --chunk_ms 80 --stats
 
 clean:
 	rm -rf build $(ART)
