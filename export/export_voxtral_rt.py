@@ -2,9 +2,14 @@
 
 Methods (shapes for the real model; all sizes also in the constant methods below):
   preprocessor     f32 [hop*n + win - hop] stream samples   -> f32 [1, 128, n]     log-mel frames, 1 <= n <= max_mel_frames
-  audio_encoder    f32 [1, 128, 8k] mel, int64 [1] enc_pos  -> f32 [1, k, 3072]    audio embeddings, 1 <= k <= max_enc_tokens
+  audio_encoder    f32 [1, 128, 8k] mel, int64 [1] enc_pos, f32 [4k, L] mask
+                                                            -> f32 [1, k, 3072]    audio embeddings, 1 <= k <= max_enc_tokens
   token_embedding  int64 [1, S]                             -> f32 [1, S, 3072]    1 <= S <= max_dec_tokens
-  text_decoder     f32 [1, S, 3072], int64 [1] pos, int64 [1] delay_tokens -> f32 [1, vocab] logits of the last position
+  text_decoder     f32 [1, S, 3072], int64 [1] pos, int64 [1] delay_tokens, f32 [S, L] mask
+                                                            -> f32 [1, vocab] logits of the last position
+The masks are additive (0 / -inf) over the first L = min(end, cache_slots) ring slots (voxtral_rt.model.ring_mask;
+the runner computes them). Taking them as inputs makes every attention size an input size, so XNNPACK runs
+the attention matmuls and softmax, and attention work follows the valid length, not the capacity.
 Conv state and the encoder/decoder KV rings are mutable buffers shared by the methods; position 0 starts a
 new stream. Only ops present in the executorch pip wheel's C++ runtime are used (no llama:: custom ops).
 
@@ -35,7 +40,7 @@ from voxtral_rt.mel import export_log_mel  # noqa: E402
 from voxtral_rt.model import VoxtralRealtime  # noqa: E402
 from voxtral_rt.tokenizer import Tekken  # noqa: E402
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: attention masks are method inputs; cache slot counts in the metadata
 QLINEAR = ["8da4w", "8da8w", "4w", "8w", "none"]
 QEMBEDDING = ["8w", "4w", "none"]
 
@@ -55,8 +60,8 @@ class AudioEncoder(nn.Module):
         super().__init__()
         self.model = model  # same submodule name in every wrapper -> same buffer names -> shared state
 
-    def forward(self, mel: torch.Tensor, enc_pos: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(mel, enc_pos).float()
+    def forward(self, mel: torch.Tensor, enc_pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(mel, enc_pos, mask).float()
 
 
 class TokenEmbedding(nn.Module):
@@ -73,8 +78,8 @@ class TextDecoder(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, h: torch.Tensor, pos: torch.Tensor, n_delay: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(h, pos, n_delay)
+    def forward(self, h: torch.Tensor, pos: torch.Tensor, n_delay: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(h, pos, n_delay, mask=mask)
 
 
 # ----------------------------------------------------------------------------- quantization
@@ -163,6 +168,8 @@ def metadata(model: VoxtralRealtime, tok: Tekken, max_enc_tokens: int, max_dec_t
         "vocab_size": a.vocab_size,
         "enc_sliding_window": e.sliding_window,
         "dec_sliding_window": a.sliding_window,
+        "enc_cache_slots": model.enc_cache_slots,
+        "dec_cache_slots": model.dec_cache_slots,
         "max_mel_frames": max_enc_tokens * e.mel_frames_per_token,
         "max_enc_tokens": max_enc_tokens,
         "max_dec_tokens": max_dec_tokens,
@@ -185,23 +192,29 @@ def export_programs(model: VoxtralRealtime, max_enc_tokens: int, max_dec_tokens:
     mpt = e.mel_frames_per_token
     k = Dim("k_tokens", min=1, max=max_enc_tokens)
     s = Dim("s_positions", min=1, max=max_dec_tokens)
+    l_enc = Dim("l_enc_slots", min=1, max=model.enc_cache_slots)
+    l_dec = Dim("l_dec_slots", min=1, max=model.dec_cache_slots)
     progs = {}
     with torch.no_grad():
         log("torch.export preprocessor")
         progs["preprocessor"] = export_log_mel(e, max_enc_tokens * mpt)  # handles the n = 1 edge case
         log("torch.export audio_encoder")
         k_ex = min(2, max_enc_tokens)
+        fpt = e.downsample_factor  # encoder frames per token
         progs["audio_encoder"] = export(
-            AudioEncoder(model), (torch.zeros(1, e.num_mel_bins, mpt * k_ex), torch.tensor([0])),
-            dynamic_shapes=({2: mpt * k}, None), strict=True)
+            AudioEncoder(model), (torch.zeros(1, e.num_mel_bins, mpt * k_ex), torch.tensor([fpt]),
+                                  model.enc_mask(fpt, fpt * k_ex)),
+            dynamic_shapes=({2: mpt * k}, None, {0: fpt * k, 1: l_enc}), strict=True)
         log("torch.export token_embedding")
         s_ex = min(2, max_dec_tokens)
         progs["token_embedding"] = export(
             TokenEmbedding(model), (torch.zeros(1, s_ex, dtype=torch.long),), dynamic_shapes=({1: s},), strict=True)
         log("torch.export text_decoder")
+        # Example at a later position (L = 5 > S = 2), so that no size is specialized to 0/1 or to S.
         progs["text_decoder"] = export(
-            TextDecoder(model), (torch.zeros(1, s_ex, model.args.dim), torch.tensor([0]), torch.tensor([6])),
-            dynamic_shapes=({1: s}, None, None), strict=True)
+            TextDecoder(model), (torch.zeros(1, s_ex, model.args.dim), torch.tensor([3]), torch.tensor([6]),
+                                 model.dec_mask(3, s_ex)),
+            dynamic_shapes=({1: s}, None, None, {0: s, 1: l_dec}), strict=True)
     return progs
 
 

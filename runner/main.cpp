@@ -224,7 +224,7 @@ int feed_stdin(voxtral_rt::Session* session, int model_rate, bool live) {
   return kOk;
 }
 
-// Feeds an audio file: offline, each decoded block as it comes (the protocol gives the same tokens for any
+// Feeds an audio file: offline, in blocks of >= 10 s (the protocol gives the same tokens for any
 // feed sizes); with --streaming, in --chunk_ms pieces. Returns an exit code.
 int feed_file(voxtral_rt::AudioFileReader* reader, voxtral_rt::Session* session, int model_rate, bool live) {
   const size_t chunk =
@@ -237,6 +237,9 @@ int feed_file(voxtral_rt::AudioFileReader* reader, voxtral_rt::Session* session,
       std::fprintf(stderr, "error: %s\n", err.c_str());
       return kAudioError;
     }
+    // Offline: feed in blocks of >= 10 s (or at EOF), so the encoder gets full chunks of max_enc_tokens per
+    // call (one weight read per chunk) instead of the reader's small blocks; memory stays bounded.
+    if (chunk == 0 && !eof && pending.size() < static_cast<size_t>(model_rate) * 10) continue;
     const size_t n = chunk == 0 ? pending.size() : (eof ? pending.size() : pending.size() / chunk * chunk);
     for (size_t i = 0; i < n;) {
       const size_t k = chunk == 0 ? n : std::min(chunk, n - i);

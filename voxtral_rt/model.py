@@ -52,14 +52,33 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.flatten(-2)
 
 
+def ring_mask(start: int, s: int, window: int, size: int) -> torch.Tensor:
+    """Additive attention mask [s, L] for queries at positions start..start+s-1 over the first L = min(start + s,
+    size) slots of a ring of `size` slots (position p lives in slot p % size): 0 where the query may attend the
+    slot, -inf elsewhere.
+
+    After the chunk is written, slot j holds position j + ((end - 1 - j) // size) * size (end = start + s); a
+    query at q sees positions q - window + 1 .. q. Stale slots (an earlier stream, or not yet written) are
+    masked by that formula, so they need no clearing. The exported methods take this mask as an input (the
+    runner computes it): its shape carries L, which keeps every attention size an input size, so XNNPACK
+    can take the attention matmuls and softmax. Requires size >= window + s - 1.
+    """
+    end = start + s
+    n_valid = min(end, size)
+    j = torch.arange(n_valid)
+    slot_pos = j + torch.div(end - 1 - j, size, rounding_mode="floor") * size  # [L]
+    delta = (torch.arange(s) + start)[:, None] - slot_pos[None, :]
+    visible = (delta >= 0) & (delta < window)
+    return torch.zeros(s, n_valid).masked_fill(~visible, float("-inf"))
+
+
 class RingKVCache(nn.Module):
-    """Sliding-window KV cache as a ring of `size` slots, layout [1, n_kv_heads, size, head_dim].
+    """Sliding-window KV cache as a ring of `size` slots: keys stored transposed [n_kv_heads, head_dim, size]
+    (so Q K^T needs no transpose copy), values [n_kv_heads, size, head_dim].
 
     Position p lives in slot p % size. A chunk of S new positions is written before attending, so the
     oldest key any query of the chunk needs (start - window + 1) must survive the chunk's own writes:
-    size >= window + max_chunk - 1. Slot j then holds position j + ((end - 1 - j) // size) * size, where
-    end = start + S; the mask is derived from that formula, so stale slots (from an earlier stream or
-    not yet written) are never attended and need no clearing.
+    size >= window + max_chunk - 1. Which slots a query may see is `ring_mask`.
     """
 
     def __init__(self, n_kv_heads: int, head_dim: int, window: int, max_chunk: int, dtype: torch.dtype) -> None:
@@ -67,44 +86,33 @@ class RingKVCache(nn.Module):
         self.window = window
         self.size = window + max_chunk
         self.max_chunk = max_chunk
-        shape = (1, n_kv_heads, self.size, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype), persistent=False)
+        # No batch dim: slicing the valid prefix is then the only copy (ExecuTorch has no strided views).
+        self.register_buffer("k", torch.zeros(n_kv_heads, head_dim, self.size, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(n_kv_heads, self.size, head_dim, dtype=dtype), persistent=False)
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Write k/v [1, H, S, D] at positions start..start+S-1; return (keys, values, mask) to attend.
-
-        keys/values cover only the slots written so far (min(end, size) of them), so attention costs
-        O(valid length), not O(capacity). mask [S, L] is True where query i may see slot j.
-        """
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor, n_valid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v [1, H, S, D] at positions start..start+S-1; return the first n_valid slots to attend:
+        keys^T [H, D, n_valid] and values [H, n_valid, D]. Attention work is O(valid length), not O(capacity)."""
         s = k.shape[2]
-        end = start + s
         slots = (torch.arange(s) + start) % self.size
-        self.k.index_copy_(2, slots, k.to(self.k.dtype))
-        self.v.index_copy_(2, slots, v.to(self.v.dtype))
-        n_valid = torch.sym_min(end, self.size)
-        j = torch.arange(n_valid)
-        slot_pos = j + torch.div(end - 1 - j, self.size, rounding_mode="floor") * self.size  # [L]
-        q_pos = torch.arange(s) + start  # [S]
-        delta = q_pos[:, None] - slot_pos[None, :]
-        mask = (delta >= 0) & (delta < self.window)
-        return self.k[:, :, :n_valid], self.v[:, :, :n_valid], mask
+        self.k.index_copy_(2, slots, k[0].transpose(1, 2).to(self.k.dtype))
+        self.v.index_copy_(1, slots, v[0].to(self.v.dtype))
+        return self.k[:, :, :n_valid], self.v[:, :n_valid]
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def attention(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Masked softmax attention with grouped KV heads, no KV repetition.
 
-    q [1, H, S, D], k/v [1, Hkv, L, D], mask [S, L] -> [1, H, S, D]. Query head h uses KV head h // (H/Hkv).
+    q [1, H, S, D], k_t [Hkv, D, L], v [Hkv, L, D], mask [g*S, L] additive (ring_mask repeated per query head
+    of a group) -> [1, H, S, D]. Query head h uses KV head h // g, g = H / Hkv. Plain 3-D bmm: no broadcast
+    or transpose copies of the cache.
     """
     _, n_heads, s, d = q.shape
-    n_kv = k.shape[1]
-    g = n_heads // n_kv
-    qg = q.reshape(1, n_kv, g * s, d)  # heads of a group are consecutive
-    scores = torch.matmul(qg, k.transpose(-1, -2)) * (1.0 / math.sqrt(d))  # [1, Hkv, g*S, L]
-    scores = scores.unflatten(2, (g, s)).masked_fill(~mask, float("-inf"))  # [1, Hkv, g, S, L]
+    n_kv = k_t.shape[0]
+    qg = q.reshape(n_kv, (n_heads // n_kv) * s, d)  # heads of a group are consecutive
+    scores = torch.bmm(qg, k_t) * (1.0 / math.sqrt(d)) + mask  # [Hkv, g*S, L]
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-    out = torch.matmul(probs.flatten(2, 3), v)  # [1, Hkv, g*S, D]
-    return out.reshape(1, n_heads, s, d)
+    return torch.bmm(probs, v).reshape(1, n_heads, s, d)
 
 
 class Attention(nn.Module):
@@ -118,15 +126,16 @@ class Attention(nn.Module):
         self.wo = nn.Linear(n_heads * head_dim, dim, bias=biases)
         self.cache: RingKVCache | None = None
 
-    def forward(self, x: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """mask: [g*S, L] additive, see `attention`; L = number of ring slots to attend."""
         s = x.shape[1]
         q = self.wq(x).view(1, s, self.n_heads, self.head_dim).transpose(1, 2)  # [1, H, S, D]
         k = self.wk(x).view(1, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.wv(x).view(1, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         assert self.cache is not None, "call setup_caches() first"
-        keys, values, mask = self.cache.update(start, k, v)
-        out = attention(q, keys, values, mask)  # [1, H, S, D]
+        k_t, values = self.cache.update(start, k, v, mask.shape[1])
+        out = attention(q, k_t, values, mask)  # [1, H, S, D]
         return self.wo(out.transpose(1, 2).reshape(1, s, self.n_heads * self.head_dim))
 
 
@@ -196,8 +205,8 @@ class EncoderLayer(nn.Module):
         self.ffn_norm = RMSNorm(a.dim, a.norm_eps)
         self.feed_forward = FeedForward(a.dim, a.hidden_dim, a.use_biases)
 
-    def forward(self, x: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), start, cos, sin)
+    def forward(self, x: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), start, cos, sin, mask)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -218,7 +227,7 @@ class WhisperEncoder(nn.Module):
         self.conv_layers = nn.ModuleList([CausalConv(a.num_mel_bins, a.dim, 1), CausalConv(a.dim, a.dim, 2)])
         self.transformer = Transformer(a)
 
-    def forward(self, mel: torch.Tensor, start: int, keep_state: torch.Tensor) -> torch.Tensor:
+    def forward(self, mel: torch.Tensor, start: int, keep_state: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = mel[0].transpose(0, 1).to(self.dtype)  # [T, n_mels]
         x = F.gelu(self.conv_layers[0](x, keep_state))
         x = F.gelu(self.conv_layers[1](x, keep_state))  # [T/2, dim]
@@ -226,7 +235,7 @@ class WhisperEncoder(nn.Module):
         a = self.args
         cos, sin = rope_cos_sin(torch.arange(x.shape[1]) + start, a.head_dim, a.rope_theta, x.dtype)
         for layer in self.transformer.layers:
-            x = layer(x, start, cos, sin)
+            x = layer(x, start, cos, sin, mask)
         return self.transformer.norm(x)[0]
 
 
@@ -253,8 +262,9 @@ class DecoderLayer(nn.Module):
         )
         self.feed_forward = FeedForward(a.dim, a.hidden_dim, bias=False)
 
-    def forward(self, x: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor, t_cond: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), start, cos, sin)
+    def forward(self, x: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor, t_cond: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), start, cos, sin, mask)
         h = self.ffn_norm(x) * (1 + self.ada_rms_norm_t_cond(t_cond))
         return x + self.feed_forward(h)
 
@@ -308,13 +318,32 @@ class VoxtralRealtime(nn.Module):
 
     # ---- the three compute steps (each is one exported method)
 
-    def encode(self, mel: torch.Tensor, enc_pos: torch.Tensor) -> torch.Tensor:
-        """mel [1, n_mels, 8k] of tokens t0..t0+k-1, enc_pos [1] = 4*t0 -> audio embeddings [1, k, dim]."""
+    @property
+    def enc_cache_slots(self) -> int:
+        return self.whisper_encoder.transformer.layers[0].attention.cache.size
+
+    @property
+    def dec_cache_slots(self) -> int:
+        return self.layers[0].attention.cache.size
+
+    def enc_mask(self, enc_pos: int, n_frames: int) -> torch.Tensor:
+        """The audio_encoder's mask input for n_frames encoder frames (4 per token) from frame enc_pos."""
+        return ring_mask(enc_pos, n_frames, self.args.encoder.sliding_window, self.enc_cache_slots)
+
+    def dec_mask(self, pos: int, n: int) -> torch.Tensor:
+        """The text_decoder's mask input for n positions from pos."""
+        return ring_mask(pos, n, self.args.sliding_window, self.dec_cache_slots)
+
+    def encode(self, mel: torch.Tensor, enc_pos: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """mel [1, n_mels, 8k] of tokens t0..t0+k-1, enc_pos [1] = 4*t0 -> audio embeddings [1, k, dim].
+        mask: enc_mask(4*t0, 4k), computed here when not given (the exported method takes it as an input)."""
         e = self.args.encoder
         start = enc_pos[0].item()
         torch._check(start >= 0)
+        if mask is None:
+            mask = self.enc_mask(start, mel.shape[2] // 2)
         keep_state = (enc_pos[:1] > 0).to(self.dtype)  # new stream at position 0: zero conv context
-        x = self.whisper_encoder(mel, start, keep_state)  # [T/2, enc_dim]
+        x = self.whisper_encoder(mel, start, keep_state, mask.to(self.dtype))  # [T/2, enc_dim]
         x = x.reshape(-1, e.dim * e.downsample_factor)  # concatenate `downsample_factor` consecutive frames
         return self.audio_language_projection(x)[None]
 
@@ -322,17 +351,22 @@ class VoxtralRealtime(nn.Module):
         """token ids [1, S] -> [1, S, dim]."""
         return self.tok_embeddings(ids)
 
-    def decode(self, h: torch.Tensor, pos: torch.Tensor, n_delay: torch.Tensor, all_logits: bool = False) -> torch.Tensor:
+    def decode(self, h: torch.Tensor, pos: torch.Tensor, n_delay: torch.Tensor, all_logits: bool = False,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
         """Summed embeddings h [1, S, dim] at positions pos[0].. -> logits [1, vocab] of the last position
-        (or [1, S, vocab] with all_logits)."""
+        (or [1, S, vocab] with all_logits). mask: dec_mask(pos, S), computed here when not given."""
         a = self.args
         start = pos[0].item()
         torch._check(start >= 0)
+        if mask is None:
+            mask = self.dec_mask(start, h.shape[1])
+        g = a.n_heads // a.n_kv_heads
+        mask = (mask.repeat(g, 1) if g > 1 else mask).to(self.dtype)  # one row block per query head of a group
         h = h.to(self.dtype)
         t_cond = delay_embedding(n_delay, a.dim, self.dtype)
         cos, sin = rope_cos_sin(torch.arange(h.shape[1]) + start, a.head_dim, a.rope_theta, h.dtype)
         for layer in self.layers:
-            h = layer(h, start, cos, sin, t_cond)
+            h = layer(h, start, cos, sin, t_cond, mask)
         if not all_logits:
             h = h[:, -1]
         h = self.norm(h)

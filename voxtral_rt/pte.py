@@ -7,19 +7,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .model import ring_mask
 from .tokenizer import Tekken
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METHODS = ("preprocessor", "audio_encoder", "token_embedding", "text_decoder")
 REQUIRED_META = (
     "format_version", "sample_rate", "hop_length", "window_size", "num_mel_bins", "samples_per_token",
     "mel_frames_per_token", "dim", "vocab_size", "max_mel_frames", "max_enc_tokens", "max_dec_tokens",
     "default_delay_tokens", "left_pad_tokens", "bos_id", "eos_id", "streaming_pad_id", "num_special_tokens",
+    "enc_frames_per_token", "enc_sliding_window", "dec_sliding_window", "enc_cache_slots", "dec_cache_slots",
 )
 
 
-OPTIONAL_META = ("enc_frames_per_token", "enc_sliding_window", "dec_sliding_window", "right_pad_buffer_tokens",
-                 "streaming_word_id", "ms_per_token")
+OPTIONAL_META = ("right_pad_buffer_tokens", "streaming_word_id", "ms_per_token")
 
 
 class PteError(ValueError):
@@ -76,11 +77,16 @@ class PteEngine:
         return self.methods["preprocessor"].execute([torch.from_numpy(np.ascontiguousarray(window, np.float32))])[0].clone()
 
     def encode(self, mel: torch.Tensor, enc_pos: int) -> torch.Tensor:
-        return self.methods["audio_encoder"].execute([mel.contiguous(), torch.tensor([enc_pos])])[0][0].clone()
+        m = self.meta
+        n_frames = mel.shape[2] // m["mel_frames_per_token"] * m["enc_frames_per_token"]
+        mask = ring_mask(enc_pos, n_frames, m["enc_sliding_window"], m["enc_cache_slots"])
+        return self.methods["audio_encoder"].execute([mel.contiguous(), torch.tensor([enc_pos]), mask])[0][0].clone()
 
     def embed(self, ids: list[int]) -> torch.Tensor:
         return self.methods["token_embedding"].execute([torch.tensor([ids])])[0][0].clone()
 
     def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor:
-        out = self.methods["text_decoder"].execute([h[None].contiguous(), torch.tensor([pos]), torch.tensor([n_delay])])
+        mask = ring_mask(pos, h.shape[0], self.meta["dec_sliding_window"], self.meta["dec_cache_slots"])
+        out = self.methods["text_decoder"].execute([h[None].contiguous(), torch.tensor([pos]), torch.tensor([n_delay]),
+                                                     mask])
         return out[0][0].clone()

@@ -122,7 +122,10 @@ class EtBackend : public ModelBackend {
                        ScalarType::Float);
     int64_t pos = enc_pos;
     auto p = from_blob(&pos, {1}, ScalarType::Long);
-    return run(kAudioEncoderMethod, {EValue(*x), EValue(*p)}, n_tokens * info_.dim, emb);
+    const int64_t n_rows = info_.enc_frames_per_token * n_tokens;
+    const int64_t len = ring_mask(enc_pos, n_rows, info_.enc_sliding_window, info_.enc_cache_slots, &mask_);
+    auto m = from_blob(mask_.data(), {static_cast<int32_t>(n_rows), static_cast<int32_t>(len)}, ScalarType::Float);
+    return run(kAudioEncoderMethod, {EValue(*x), EValue(*p), EValue(*m)}, n_tokens * info_.dim, emb);
   }
 
   Status embed(const int64_t* ids, int64_t n, std::vector<float>* emb) override {
@@ -136,7 +139,9 @@ class EtBackend : public ModelBackend {
     int64_t p = pos, d = delay_tokens;
     auto pt = from_blob(&p, {1}, ScalarType::Long);
     auto dt = from_blob(&d, {1}, ScalarType::Long);
-    return run(kTextDecoderMethod, {EValue(*e), EValue(*pt), EValue(*dt)}, info_.vocab_size, logits);
+    const int64_t len = ring_mask(pos, n, info_.dec_sliding_window, info_.dec_cache_slots, &mask_);
+    auto m = from_blob(mask_.data(), {static_cast<int32_t>(n), static_cast<int32_t>(len)}, ScalarType::Float);
+    return run(kTextDecoderMethod, {EValue(*e), EValue(*pt), EValue(*dt), EValue(*m)}, info_.vocab_size, logits);
   }
 
  private:
@@ -170,6 +175,7 @@ class EtBackend : public ModelBackend {
   std::unique_ptr<Module> module_;  // the primary's owns the data loader (the mmapped file)
   std::unordered_set<std::string> names_;
   ModelInfo info_;
+  std::vector<float> mask_;  // attention mask input of the current call (reused: no allocation per step)
 };
 
 }  // namespace

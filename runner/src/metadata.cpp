@@ -2,6 +2,7 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <limits>
 
 #include "log.h"
 
@@ -54,6 +55,8 @@ Status validate_model_info(const ModelInfo& m, const std::string& where) {
   VX_CHECK_POSITIVE(default_delay_tokens)
   VX_CHECK_POSITIVE(num_special_tokens)
   VX_CHECK_POSITIVE(ms_per_token)
+  VX_CHECK_POSITIVE(enc_sliding_window)
+  VX_CHECK_POSITIVE(dec_sliding_window)
 #undef VX_CHECK_POSITIVE
   if (m.left_pad_tokens < 0 || m.right_pad_buffer_tokens < 0) return bad("negative padding");
   if (m.samples_per_token != m.hop_length * m.mel_frames_per_token)
@@ -70,7 +73,28 @@ Status validate_model_info(const ModelInfo& m, const std::string& where) {
                                                              m.num_special_tokens));
   }
   if (m.num_special_tokens >= m.vocab_size) return bad("num_special_tokens >= vocab_size");
+  // A chunk's own writes must not overwrite keys its first query still needs.
+  if (m.enc_cache_slots < m.enc_sliding_window + m.max_enc_tokens * m.enc_frames_per_token - 1)
+    return bad(fmt("enc_cache_slots %" PRId64 " < enc_sliding_window %" PRId64 " + longest chunk %" PRId64 " - 1",
+                   m.enc_cache_slots, m.enc_sliding_window, m.max_enc_tokens * m.enc_frames_per_token));
+  if (m.dec_cache_slots < m.dec_sliding_window + m.max_dec_tokens - 1)
+    return bad(fmt("dec_cache_slots %" PRId64 " < dec_sliding_window %" PRId64 " + max_dec_tokens %" PRId64 " - 1",
+                   m.dec_cache_slots, m.dec_sliding_window, m.max_dec_tokens));
   return Status();
+}
+
+int64_t ring_mask(int64_t start, int64_t n, int64_t window, int64_t slots, std::vector<float>* mask) {
+  const int64_t end = start + n;
+  const int64_t len = end < slots ? end : slots;
+  mask->assign(static_cast<size_t>(n * len), -std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < len; ++j) {
+    const int64_t slot_pos = j + (end - 1 - j) / slots * slots;  // end - 1 - j >= 0: plain division floors
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t delta = start + i - slot_pos;
+      if (delta >= 0 && delta < window) (*mask)[static_cast<size_t>(i * len + j)] = 0.0f;
+    }
+  }
+  return len;
 }
 
 Status delay_tokens_for(const ModelInfo& info, int delay_ms, int64_t* delay_tokens) {

@@ -4,13 +4,14 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "status.h"
 #include "voxtral_rt/voxtral_rt.h"
 
 namespace voxtral_rt::detail {
 
-// Every int64 constant method of format_version 1, in design.md order. All are required.
+// Every int64 constant method of format_version 2, in design.md order. All are required.
 #define VOXTRAL_RT_METADATA_KEYS(X) \
   X(format_version)                 \
   X(sample_rate)                    \
@@ -24,6 +25,8 @@ namespace voxtral_rt::detail {
   X(vocab_size)                     \
   X(enc_sliding_window)             \
   X(dec_sliding_window)             \
+  X(enc_cache_slots)                \
+  X(dec_cache_slots)                \
   X(max_mel_frames)                 \
   X(max_enc_tokens)                 \
   X(max_dec_tokens)                 \
@@ -37,7 +40,7 @@ namespace voxtral_rt::detail {
   X(num_special_tokens)             \
   X(ms_per_token)
 
-constexpr int64_t kFormatVersion = 1;
+constexpr int64_t kFormatVersion = 2;  // 2: attention masks are method inputs
 
 // Methods the runner calls (besides the metadata).
 constexpr const char* kPreprocessorMethod = "preprocessor";
@@ -52,6 +55,11 @@ using ReadIntFn = std::function<Status(const char* key, int64_t* value)>;
 // model file in messages.
 Status read_model_info(const ReadIntFn& read_int, const std::string& where, ModelInfo* info);
 Status validate_model_info(const ModelInfo& info, const std::string& where);
+
+// The additive attention mask (0 / -inf) of `n` queries at positions start..start+n-1 over the first
+// L = min(start + n, slots) slots of a KV ring (position p in slot p % slots): a query at q sees positions
+// q - window + 1 .. q. Writes [n][L] row-major into *mask and returns L. Same as voxtral_rt.model.ring_mask.
+int64_t ring_mask(int64_t start, int64_t n, int64_t window, int64_t slots, std::vector<float>* mask);
 
 // Protocol arithmetic shared by the session and the tests.
 Status delay_tokens_for(const ModelInfo& info, int delay_ms, int64_t* delay_tokens);

@@ -10,6 +10,7 @@
 #include <sndfile.h>
 #include <unistd.h>
 #include <functional>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -415,7 +416,7 @@ static void test_audio_file_errors() {
 
 static ModelInfo tiny_info() {
   ModelInfo m;
-  m.format_version = 1;
+  m.format_version = 2;
   m.sample_rate = 16000;
   m.hop_length = 160;
   m.window_size = 400;
@@ -427,6 +428,8 @@ static ModelInfo tiny_info() {
   m.vocab_size = kNumSpecial + 263;
   m.enc_sliding_window = 40;
   m.dec_sliding_window = 64;
+  m.enc_cache_slots = 40 + 16;
+  m.dec_cache_slots = 64 + 5;
   m.max_mel_frames = 24;  // 3 tokens
   m.max_enc_tokens = 4;
   m.max_dec_tokens = 5;
@@ -462,12 +465,30 @@ static void test_metadata() {
   Status s = read_model_info(reader, "m.pte", &got);
   CHECK(!s.ok() && s.message().find("max_dec_tokens") != std::string::npos);
   kv["max_dec_tokens"] = 5;
+  for (int64_t v : {1, 3}) {
+    kv["format_version"] = v;
+    s = read_model_info(reader, "m.pte", &got);
+    CHECK(!s.ok() && s.message().find("format_version") != std::string::npos);
+  }
   kv["format_version"] = 2;
+  kv["dec_cache_slots"] = 64 + 3;  // a 5-position chunk would overwrite keys its first query needs
   s = read_model_info(reader, "m.pte", &got);
-  CHECK(!s.ok() && s.message().find("format_version") != std::string::npos);
-  kv["format_version"] = 1;
+  CHECK(!s.ok() && s.message().find("dec_cache_slots") != std::string::npos);
+  kv["dec_cache_slots"] = 64 + 5;
   kv["samples_per_token"] = 1000;
   CHECK(!read_model_info(reader, "m.pte", &got).ok());
+
+  // Ring masks, worked by hand. Fresh ring (3 slots, window 2), 2 queries at positions 0, 1: L = 2.
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> mask;
+  CHECK_EQ(ring_mask(0, 2, 2, 3, &mask), 2);
+  CHECK(mask == (std::vector<float>{0, -inf, 0, 0}));
+  // Wrapped: query at position 3 -> slots hold positions 3, 1, 2; window 2 sees 2 and 3.
+  CHECK_EQ(ring_mask(3, 1, 2, 3, &mask), 3);
+  CHECK(mask == (std::vector<float>{0, -inf, 0}));
+  // Window 1: a query sees only itself.
+  CHECK_EQ(ring_mask(5, 2, 1, 4, &mask), 4);
+  CHECK(mask == (std::vector<float>{-inf, 0, -inf, -inf, -inf, -inf, 0, -inf}));
 
   int64_t d = 0;
   CHECK(delay_tokens_for(want, -1, &d).ok() && d == 2);

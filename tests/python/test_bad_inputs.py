@@ -271,7 +271,9 @@ def test_pte_other_format_version_or_not_ours(tiny, tmp_path):
     expect_error(cpp(tiny, "--audio_path", str(wav), model=future), 2, "unsupported format_version 99", "re-export")
     other = _program(tmp_path / "other.pte", {"something": 1})
     expect_error(cpp(tiny, "--audio_path", str(wav), model=other), 2, "missing metadata 'format_version'")
-    partial = _program(tmp_path / "partial.pte", {"format_version": 1})
+    older = _program(tmp_path / "older.pte", {"format_version": 1})
+    expect_error(cpp(tiny, "--audio_path", str(wav), model=older), 2, "unsupported format_version 1", "re-export")
+    partial = _program(tmp_path / "partial.pte", {"format_version": 2})
     expect_error(cpp(tiny, "--audio_path", str(wav), model=partial), 2, "missing metadata")
 
 

@@ -105,6 +105,28 @@ def test_quantized_pte_faithful_to_quantized_eager(tiny, pte_fp32):
     assert torch.isfinite(b).all() and agree_f > 0.05  # far above chance (1/vocab): not garbage
 
 
+def test_attention_runs_in_xnnpack_without_cache_copies(tiny):
+    """The speed design (docs/design.md): attention matmuls and softmax are delegated (their sizes come from the
+    mask input), and per layer the only work on the caches outside XNNPACK is writing the chunk (index_put_)
+    and taking the valid prefix (slice_copy) -- no broadcast, transpose or whole-cache copies."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    for pte in (tiny["fp32"], tiny["q"]):
+        prog = deserialize_pte_binary(pte.read_bytes())
+        prog = getattr(prog, "program", prog)
+        for plan in prog.execution_plan:
+            if plan.name not in ("audio_encoder", "text_decoder"):
+                continue
+            ops = [plan.operators[i.instr_args.op_index].name for c in plan.chains for i in c.instructions
+                   if hasattr(i.instr_args, "op_index")]
+            n_layers = ops.count("aten::index_put_") // 2
+            assert n_layers >= 2, (pte.name, plan.name, ops)
+            for banned in ("aten::bmm", "aten::_softmax", "aten::expand_copy", "aten::permute_copy", "aten::where"):
+                assert banned not in ops, (pte.name, plan.name, banned)
+            # Two cache prefixes per layer; the encoder also slices its conv state (a few more).
+            assert ops.count("aten::slice_copy") <= 2 * n_layers + (8 if plan.name == "audio_encoder" else 0)
+
+
 def test_op_audit_only_wheel_kernels(tiny):
     """Every operator a method calls outside XNNPACK must be registered in the wheel's C++ kernel libraries."""
     import executorch
@@ -128,7 +150,9 @@ def test_op_audit_only_wheel_kernels(tiny):
 
 def test_pte_metadata(tiny, pte_fp32):
     m, tok = pte_fp32.meta, tiny["tok"]
-    assert m["format_version"] == 1
+    assert m["format_version"] == 2
+    assert m["enc_cache_slots"] >= m["enc_sliding_window"] + 4 * m["max_enc_tokens"] - 1
+    assert m["dec_cache_slots"] >= m["dec_sliding_window"] + m["max_dec_tokens"] - 1
     assert (m["bos_id"], m["eos_id"], m["streaming_pad_id"]) == (tok.bos_id, tok.eos_id, tok.streaming_pad_id)
     assert m["vocab_size"] == tok.vocab_size and m["left_pad_tokens"] == tok.audio.streaming_n_left_pad_tokens
     assert m["max_enc_tokens"] == 8 and m["max_dec_tokens"] == 16 and m["samples_per_token"] == 1280
@@ -174,8 +198,12 @@ def test_bad_pte_errors(tiny, tmp_path):
     _tiny_program(future, {"format_version": 99})
     with pytest.raises(PteError, match="format_version 99"):
         PteEngine(future)
+    older = tmp_path / "older.pte"
+    _tiny_program(older, {"format_version": 1})  # an export from before the masks became inputs
+    with pytest.raises(PteError, match="format_version 1 is not supported"):
+        PteEngine(older)
     nometh = tmp_path / "nometh.pte"
-    _tiny_program(nometh, {"format_version": 1})
+    _tiny_program(nometh, {"format_version": 2})
     with pytest.raises(PteError, match="missing method"):
         PteEngine(nometh)
     other = tmp_path / "other.pte"

@@ -52,7 +52,7 @@ void set_log_callback(LogCallback callback);
 // ---------------------------------------------------------------------------------------------- model
 
 struct RunnerOptions {
-  std::string model_path;      // .pte written by export/export_voxtral_rt.py (format_version 1)
+  std::string model_path;      // .pte written by export/export_voxtral_rt.py (format_version 2)
   std::string tokenizer_path;  // tekken.json of the same model
   int threads = 0;             // ExecuTorch CPU threadpool size; 0 = its default. Process-wide: set it
                                // before any Session runs (see "Thread safety").
@@ -74,6 +74,8 @@ struct ModelInfo {
   int64_t vocab_size = 0;
   int64_t enc_sliding_window = 0;
   int64_t dec_sliding_window = 0;
+  int64_t enc_cache_slots = 0;      // ring slots of each encoder KV cache (window + longest chunk)
+  int64_t dec_cache_slots = 0;      // ring slots of each decoder KV cache
   int64_t max_mel_frames = 0;       // per preprocessor call
   int64_t max_enc_tokens = 0;       // per audio_encoder call
   int64_t max_dec_tokens = 0;       // per token_embedding / text_decoder call
