@@ -63,15 +63,19 @@ test: setup runner runner-asan fuzz-build
 # The embedded demo model (models/demo: a tiny Voxtral-architecture model trained by tools/train_demo.py on
 # espeak-ng speech, see README "Demo model"): export it as an 8da4w .pte, build the runner, and stream a bundled
 # held-out clip through it in 80 ms chunks.
-demo: runner
-	@mkdir -p $(ART)
-	@[ $(ART)/demo_8da4w.pte -nt models/demo/consolidated.safetensors ] || $(PY) export/export_voxtral_rt.py \
-	    --model-path models/demo --output $(ART)/demo_8da4w.pte --qlinear 8da4w --qlinear-encoder 8da4w --qembedding 8w
+demo: runner $(ART)/demo_8da4w.pte
 	@echo "audio:      models/demo/samples/01.wav (held-out voice)"
 	@echo "reference:  $$(cat models/demo/samples/01.txt)"
 	@printf "transcript:"
 	@runner/build/voxtral_realtime_runner --model_path $(ART)/demo_8da4w.pte --tokenizer_path models/demo/tekken.json \
 	    --audio_path models/demo/samples/01.wav --streaming --chunk_ms 80 --stats
+
+# Re-exported when the model or the export code changes (an old .pte may have an older format_version).
+$(ART)/demo_8da4w.pte: models/demo/consolidated.safetensors models/demo/params.json export/export_voxtral_rt.py \
+		voxtral_rt/model.py voxtral_rt/mel.py | setup
+	@mkdir -p $(ART)
+	$(PY) export/export_voxtral_rt.py --model-path models/demo --output $@ \
+	    --qlinear 8da4w --qlinear-encoder 8da4w --qembedding 8w
 
 clean:
 	rm -rf build $(ART)

@@ -2,6 +2,8 @@
 
     python bench/bench_runner.py --pte model.pte --tokenizer tekken.json [--audio-s 60] [--repeats 3]
     python bench/bench_runner.py --full   # build the 4b synthetic checkpoint + export it first (heavy)
+    python bench/bench_runner.py --full --upstream   # also export the upstream example (same checkpoint, its CPU
+                                                     # recipe; ~27 min, ~22 GB) and compare method by method
 
 Prints one JSON object: per mode the min and median over repeats of RTF, per-feed (80 ms chunk) latency
 p50/p95, decoder ms per token, encoder ms per 80 ms of audio, load time and peak RSS; the .pte size; this
@@ -84,7 +86,8 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def decoder_weight_bytes(pte_meta: dict | None, model_dir: Path | None) -> float | None:
-    """Bytes of decoder + LM head weights streamed per token at 8da4w group 32 (int4 + one fp32 scale per group)."""
+    """Bytes of decoder + LM head weights streamed per token at 8da4w group 32: int4 + one bf16 scale per group
+    (XNNPACK's blockwise 4-bit layout)."""
     if model_dir is None:
         return None
     from voxtral_rt.checkpoint import expected_shapes, read_args
@@ -92,7 +95,7 @@ def decoder_weight_bytes(pte_meta: dict | None, model_dir: Path | None) -> float
     args = read_args(model_dir)
     n = sum(int(np.prod(s)) for k, s in expected_shapes(args).items() if k.startswith("layers.") and len(s) == 2)
     n += args.vocab_size * args.dim  # untied 8da4w head
-    return n * (0.5 + 4 / 32)
+    return n * (0.5 + 2 / 32)
 
 
 def main() -> int:
@@ -106,6 +109,9 @@ def main() -> int:
     p.add_argument("--chunk-ms", type=int, default=80)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--modes", default="offline,streaming")
+    p.add_argument("--upstream", nargs="?", const="auto", type=str,
+                   help="also time the upstream example's .pte method by method against ours (bench/compare_upstream.py); "
+                        "give its model.pte, or nothing with --full to export it from the same checkpoint")
     a = p.parse_args()
     if not RUNNER.exists():
         raise SystemExit(f"{RUNNER} missing: run `make runner`")
@@ -120,8 +126,19 @@ def main() -> int:
             subprocess.run([sys.executable, str(ROOT / "export" / "export_voxtral_rt.py"), "--model-path", str(a.model_dir),
                             "--output", str(a.pte), "--qlinear", "8da4w", "--qlinear-encoder", "8da4w", "--qembedding", "8w"],
                            check=True)
+        if a.upstream == "auto":
+            up_dir = d / "upstream"
+            if not (up_dir / "model.pte").exists():
+                # The upstream example's recommended CPU recipe (its README), from the same checkpoint.
+                subprocess.run([sys.executable, "-m", "executorch.examples.models.voxtral_realtime.export_voxtral_rt",
+                                "--model-path", str(a.model_dir), "--backend", "xnnpack", "--streaming",
+                                "--sliding-window", "2048", "--qlinear-encoder", "8da4w", "--qlinear", "8da4w",
+                                "--qembedding", "8w", "--output-dir", str(up_dir)], check=True)
+            a.upstream = str(up_dir / "model.pte")
     if a.pte is None or a.tokenizer is None:
         p.error("give --pte and --tokenizer, or --full")
+    if a.upstream == "auto":
+        p.error("--upstream without a path needs --full")
     result: dict = {"pte": str(a.pte), "pte_mib": a.pte.stat().st_size / 2**20, "audio_s": a.audio_s,
                     "repeats": a.repeats, "threads": a.threads or os.cpu_count()}
     result["memory_bandwidth"] = memory_bandwidth_gbs()
@@ -142,6 +159,10 @@ def main() -> int:
         result["decoder_bound_ms_per_token"] = bound_ms
         for mode in a.modes.split(","):
             result[mode]["decoder_vs_bound"] = result[mode]["decoder_ms_per_token"]["median"] / bound_ms
+    if a.upstream:
+        r = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_upstream.py"), "--ours", str(a.pte),
+                            "--upstream", a.upstream], capture_output=True, text=True, check=True)
+        result["vs_upstream"] = json.loads(r.stdout)
     print(json.dumps(result, indent=1))
     return 0
 
