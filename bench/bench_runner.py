@@ -77,7 +77,8 @@ def summarize(runs: list[dict]) -> dict:
         s["encoder_ms_per_80ms_audio"] = s["encoder_ms_per_token"]
         derived.append(s)
     for key in ("rtf", "wall_ms", "feed_p50_ms", "feed_p95_ms", "decoder_step_p50_ms", "decoder_step_p95_ms",
-                "decoder_ms_per_token", "encoder_ms_per_80ms_audio", "mel_ms", "load_ms", "first_token_ms", "peak_rss_mib"):
+                "decoder_ms_per_token", "encoder_ms_per_80ms_audio", "mel_ms", "load_ms", "first_token_ms", "peak_rss_mib",
+                "rss_after_load_mib", "rss_end_mib"):
         vals = [d[key] for d in derived]
         out[key] = {"min": min(vals), "median": statistics.median(vals)}
     out["n_generated"] = derived[0]["n_generated"]

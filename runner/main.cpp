@@ -89,22 +89,34 @@ double percentile(std::vector<double> v, double q) {
   return v[std::min(i, v.size() - 1)];
 }
 
-// Peak RSS of this process. VmHWM restarts at exec; getrusage's ru_maxrss can carry the parent's peak
-// across fork+exec (a Python harness that allocated gigabytes would show up here), so prefer VmHWM.
-double peak_rss_mib() {
+// A "VmXXX: N kB" line of /proc/self/status in MiB, or -1. VmHWM (peak RSS) restarts at exec; getrusage's
+// ru_maxrss can carry the parent's peak across fork+exec (a Python harness that allocated gigabytes would
+// show up here), so prefer /proc.
+double proc_status_mib(const char* key) {
+  long kb = -1;
   if (FILE* f = std::fopen("/proc/self/status", "r")) {
     char line[256];
-    long kb = -1;
+    const size_t n = std::strlen(key);
     while (std::fgets(line, sizeof line, f)) {
-      if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+      if (std::strncmp(line, key, n) == 0 && line[n] == ':') {
+        kb = std::strtol(line + n + 1, nullptr, 10);
+        break;
+      }
     }
     std::fclose(f);
-    if (kb >= 0) return static_cast<double>(kb) / 1024.0;
   }
+  return kb >= 0 ? static_cast<double>(kb) / 1024.0 : -1.0;
+}
+
+double peak_rss_mib() {
+  const double hwm = proc_status_mib("VmHWM");
+  if (hwm >= 0) return hwm;
   rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<double>(ru.ru_maxrss) / 1024.0;
 }
+
+double g_rss_after_load_mib = -1;  // VmRSS once the model is loaded (weights packed, .pte pages released)
 
 void print_stats(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStats& s, double wall_ms, int sample_rate) {
   const double audio_ms = 1000.0 * static_cast<double>(s.n_samples) / sample_rate;
@@ -147,6 +159,8 @@ nlohmann::json stats_json(const voxtral_rt::Runner& runner, const voxtral_rt::Se
   j["decoder_ms"] = s.decoder_ms;
   j["n_decoder_calls"] = s.n_decoder_calls;
   j["peak_rss_mib"] = peak_rss_mib();
+  j["rss_after_load_mib"] = g_rss_after_load_mib;
+  j["rss_end_mib"] = proc_status_mib("VmRSS");
   return j;
 }
 
@@ -305,6 +319,7 @@ int main(int argc, char** argv) {
   if (FLAGS_stdin && !FLAGS_json) sopts.max_history = 10000;
   auto session = runner->create_session(sopts, &err);
   if (!session) return usage_error(err);  // the only option errors left are the delay's
+  g_rss_after_load_mib = proc_status_mib("VmRSS");
   g_session = session.get();
   struct sigaction sa;
   std::memset(&sa, 0, sizeof(sa));
