@@ -18,10 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from voxtral_rt.model import ring_mask  # noqa: E402
 
 
 def _load(path: Path, names: list[str]) -> dict:
@@ -59,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    ours = _load(a.ours, ["audio_encoder", "text_decoder", "dim"])
+    meta_names = ["dim", "enc_sliding_window", "enc_cache_slots", "dec_sliding_window", "dec_cache_slots"]
+    ours = _load(a.ours, ["audio_encoder", "text_decoder", *meta_names])
+    meta = {n: int(ours[n].execute([])[0]) for n in meta_names}
     up = _load(a.upstream, ["encode_audio_chunk", "text_decoder"])
-    dim = int(ours["dim"].execute([])[0])
+    dim = meta["dim"]
     g = torch.Generator().manual_seed(0)
     mel = torch.randn(1, 128, 8, generator=g) * 0.5  # one 80 ms step of normalized log-mel
     emb = torch.randn(1, 1, dim, generator=g) * 0.05
@@ -69,12 +76,15 @@ def main(argv: list[str] | None = None) -> int:
                  "threads": torch.get_num_threads(), "contexts": {}}
     for c in [int(x) for x in a.contexts.split(",")]:
         enc_pos = 4 * c  # encoder frames
+        enc_mask = ring_mask(enc_pos, 4, meta["enc_sliding_window"], meta["enc_cache_slots"])
+        dec_mask = ring_mask(c, 1, meta["dec_sliding_window"], meta["dec_cache_slots"])
         r = {
-            "encoder_ours_ms": _time(lambda: ours["audio_encoder"].execute([mel, torch.tensor([enc_pos])]), a.repeats),
+            "encoder_ours_ms": _time(lambda: ours["audio_encoder"].execute([mel, torch.tensor([enc_pos]), enc_mask]),
+                                     a.repeats),
             "encoder_upstream_ms": _time(
                 lambda: up["encode_audio_chunk"].execute([mel, torch.arange(enc_pos, enc_pos + 4)]), a.repeats),
             "decoder_ours_ms": _time(
-                lambda: ours["text_decoder"].execute([emb, torch.tensor([c]), torch.tensor([6])]), a.repeats),
+                lambda: ours["text_decoder"].execute([emb, torch.tensor([c]), torch.tensor([6]), dec_mask]), a.repeats),
             "decoder_upstream_ms": _time(lambda: up["text_decoder"].execute([emb, torch.tensor([c])]), a.repeats),
         }
         for m in ("encoder", "decoder"):
@@ -84,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         r["step_ours_ms"], r["step_upstream_ms"] = round(step_ours, 1), round(step_up, 1)
         r["step_ratio_upstream_over_ours"] = round(step_up / step_ours, 2)
         out["contexts"][f"{c} tokens ({c * 0.08:.0f} s)"] = r
-        print(json.dumps({c: r}), flush=True, file=__import__("sys").stderr)
+        print(json.dumps({c: r}), flush=True, file=sys.stderr)
     print(json.dumps(out, indent=1))
     return 0
 

@@ -22,6 +22,7 @@ See docs/design.md for the protocol the runner follows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import resource
 import sys
@@ -249,13 +250,18 @@ def lower(progs: dict, meta: dict[str, int]):
 
 
 def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: str, group_size: int,
-                  qembedding: str, qembedding_group_size: int, max_enc_tokens: int, max_dec_tokens: int) -> VoxtralRealtime:
+                  qembedding: str, qembedding_group_size: int, max_enc_tokens: int, max_dec_tokens: int,
+                  sliding_window: int = 0) -> VoxtralRealtime:
     """Load (mmapped bf16), then per block: cast to the export dtype and quantize, so at most one block
     exists in float32 at a time (the 4b model is 17.7 GB in fp32, 2.5-5 GB quantized)."""
     log(f"loading checkpoint {model_path}")
     model, _ = load_model(model_path, dtype=torch.bfloat16)  # mmapped, as stored
     model.eval().requires_grad_(False)
     log("loaded")
+    if sliding_window:
+        # Only the cache and mask use the window: replacing it in the args is the whole change.
+        log(f"decoder sliding window {model.args.sliding_window} -> {sliding_window} (--sliding-window)")
+        model.args = dataclasses.replace(model.args, sliding_window=sliding_window)
     if qlinear != "none" or qembedding != "none":
         model.untie_head()  # embedding and head get their own quantization
     for conv in model.whisper_encoder.conv_layers:
@@ -301,6 +307,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-enc-tokens", type=int, default=16,
                    help="audio tokens (80 ms each) per audio_encoder call; bigger amortizes weight reads (default 16)")
     p.add_argument("--max-dec-tokens", type=int, default=64, help="positions per text_decoder call (prompt prefill; default 64)")
+    p.add_argument("--sliding-window", type=int, default=0,
+                   help="decoder attention window in positions (default: the trained one from params.json, 8192 = "
+                        "11 min). Smaller bounds the KV cache and the attention work per step after that much "
+                        "audio, at the cost of context the model was trained with")
     a = p.parse_args(argv)
     if a.qlinear_group_size <= 0 or a.qembedding_group_size <= 0:
         p.error("group sizes must be > 0")
@@ -308,6 +318,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--max-enc-tokens must be in 1..256")
     if not 1 <= a.max_dec_tokens <= 1024:
         p.error("--max-dec-tokens must be in 1..1024")
+    if a.sliding_window < 0:
+        p.error("--sliding-window must be > 0 (or 0 for the model's own)")
     return a
 
 
@@ -316,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tok = Tekken.from_file(a.tokenizer or Path(a.model_path) / "tekken.json")
         model = prepare_model(a.model_path, a.dtype, a.qlinear, a.qlinear_encoder, a.qlinear_group_size,
-                              a.qembedding, a.qembedding_group_size, a.max_enc_tokens, a.max_dec_tokens)
+                              a.qembedding, a.qembedding_group_size, a.max_enc_tokens, a.max_dec_tokens,
+                              a.sliding_window)
         if tok.vocab_size != model.args.vocab_size:
             raise ConfigError(f"tokenizer vocab size {tok.vocab_size} != model vocab size {model.args.vocab_size}")
         tok.audio.check_matches(model.args.encoder, "tokenizer")

@@ -221,3 +221,23 @@ def test_tokenizer_mismatch_rejected(tiny, pte_fp32, tmp_path):
     other = write_tekken_json(tmp_path / "tekken.json", 4000, REAL_AUDIO)
     with pytest.raises(PteError, match="tokenizer does not match"):
         pte_fp32.check_tokenizer(Tekken.from_file(other))
+
+
+def test_sliding_window_override_matches_eager(tiny, tmp_path):
+    """--sliding-window (a smaller decoder window than trained, as upstream's flag) changes only the cache and
+    the mask: the .pte equals the eager model given the same window, offline and streamed."""
+    import dataclasses
+
+    from conftest import run_export
+
+    pte = tmp_path / "w10.pte"
+    r = run_export(tiny["dir"], pte, "--sliding-window", "10")
+    assert r.returncode == 0, r.stderr[-3000:]
+    engine = PteEngine(pte)
+    assert engine.meta["dec_sliding_window"] == 10 and engine.meta["dec_cache_slots"] == 10 + 16
+    model, _ = load_model(tiny["dir"], dtype=torch.float32)
+    model.args = dataclasses.replace(model.args, sliding_window=10)
+    audio = _speech(16000, 3.0, 23)  # 38 prompt positions + ~40 more: the window of 10 is exceeded many times
+    e = transcribe(EagerEngine(model.eval()), tiny["tok"], audio)
+    assert transcribe(engine, tiny["tok"], audio)["token_ids"] == e["token_ids"]
+    assert transcribe(engine, tiny["tok"], audio, chunk_samples=1280)["token_ids"] == e["token_ids"]
