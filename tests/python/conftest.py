@@ -6,10 +6,36 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPORT = ROOT / "export" / "export_voxtral_rt.py"
+
+
+def speech(sr: int, seconds: float, seed: int, channels: int = 1, spread: float = 0.5) -> np.ndarray:
+    """Deterministic speech-like test signal (harmonics of a gliding pitch, syllable envelope, light noise).
+    Multi-channel: channel c is the mono signal times 0.5 + spread * c."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    ph = 2 * np.pi * np.cumsum(130 + 50 * np.sin(2 * np.pi * 1.1 * t)) / sr
+    x = sum(np.sin(k * ph) / k for k in range(1, 5)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.3 * t)) ** 2
+    x = (0.2 * x + 0.03 * rng.standard_normal(len(t))).astype(np.float32)
+    return x if channels == 1 else np.stack([x * (0.5 + spread * c) for c in range(channels)], 1)
+
+
+def foreign_program(path: Path, meta: dict) -> Path:
+    """A valid ExecuTorch program that is not a voxtral-rt export: one method and the given int constants."""
+    import torch
+    from executorch.exir import to_edge
+
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return x + 1
+
+    ep = torch.export.export(M(), (torch.zeros(2),))
+    path.write_bytes(to_edge({"forward": ep}, constant_methods=meta).to_executorch().buffer)
+    return path
 
 
 def run_export(model_dir: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:

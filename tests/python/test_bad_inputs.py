@@ -21,20 +21,12 @@ import soundfile as sf
 from voxtral_rt.audio import load_audio
 from voxtral_rt.protocol import transcribe
 from voxtral_rt.pte import PteEngine
+from conftest import foreign_program, speech
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "runner" / "build" / "voxtral_realtime_runner"
 EXPORT = ROOT / "export" / "export_voxtral_rt.py"
 CRASH = ("Segmentation fault", "Sanitizer", "Traceback", "terminate called", "Aborted")
-
-
-def _speech(sr: int, seconds: float, seed: int, channels: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sr * seconds)) / sr
-    ph = 2 * np.pi * np.cumsum(130 + 50 * np.sin(2 * np.pi * 1.1 * t)) / sr
-    x = sum(np.sin(k * ph) / k for k in range(1, 5)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.3 * t)) ** 2
-    x = (0.2 * x + 0.03 * rng.standard_normal(len(t))).astype(np.float32)
-    return x if channels == 1 else np.stack([x * (0.5 + 0.5 * c / channels) for c in range(channels)], 1)
 
 
 def cpp(tiny, *args: str, model: Path | None = None, tok: Path | None = None, stdin: bytes | None = None,
@@ -79,7 +71,7 @@ def py_tokens(tiny, path: Path, delay_ms: int | None = None) -> list[int]:
 def test_formats_rates_channels_same_tokens_as_python(tiny, tmp_path, name, sr, channels, fmt, subtype):
     """8-bit/24-bit/float WAV, 8 kHz/48 kHz, stereo/6-channel: the transcript of the Python reference path."""
     p = tmp_path / f"{name}.wav"
-    sf.write(p, _speech(sr, 2.3, 7, channels), sr, format=fmt, subtype=subtype)
+    sf.write(p, speech(sr, 2.3, 7, channels, spread=0.5 / channels), sr, format=fmt, subtype=subtype)
     got = tokens(cpp(tiny, "--json", "--audio_path", str(p)))
     assert got == py_tokens(tiny, p)
     assert len(set(got)) > 3
@@ -88,7 +80,7 @@ def test_formats_rates_channels_same_tokens_as_python(tiny, tmp_path, name, sr, 
 def test_truncated_wav_transcribes_what_is_there(tiny, tmp_path):
     """A WAV cut short (its header announces more frames than the file holds): the frames that are there."""
     p = tmp_path / "cut.wav"
-    sf.write(p, _speech(16000, 3.0, 8), 16000, subtype="PCM_16")
+    sf.write(p, speech(16000, 3.0, 8), 16000, subtype="PCM_16")
     data = p.read_bytes()
     p.write_bytes(data[: int(len(data) * 0.6)])
     assert len(load_audio(p)) < 0.65 * 3.0 * 16000  # the reference reads the shorter audio too
@@ -101,7 +93,7 @@ def test_truncated_wav_transcribes_what_is_there(tiny, tmp_path):
 def test_corrupt_audio_files(tiny, tmp_path):
     rng = np.random.default_rng(0)
     good = tmp_path / "good.wav"
-    sf.write(good, _speech(16000, 1.0, 9), 16000, subtype="PCM_16")
+    sf.write(good, speech(16000, 1.0, 9), 16000, subtype="PCM_16")
     data = bytearray(good.read_bytes())
     cases = {}
     bad_fmt = bytearray(data)
@@ -126,23 +118,23 @@ def test_zero_length_audio(tiny, tmp_path):
 
 
 def test_nan_inf_samples(tiny, tmp_path):
-    x = _speech(16000, 1.0, 10)
+    x = speech(16000, 1.0, 10)
     x[1234] = np.nan
     p = tmp_path / "nan.wav"
     sf.write(p, x, 16000, subtype="FLOAT")
     expect_error(cpp(tiny, "--audio_path", str(p)), 3, "sample 1234 is NaN or Inf")
     expect_error(cpp(tiny, "--audio_path", str(p), "--streaming"), 3, "sample 1234 is NaN or Inf")
-    y = _speech(48000, 1.0, 11)
+    y = speech(48000, 1.0, 11)
     y[777] = np.inf
     q = tmp_path / "inf48k.wav"
     sf.write(q, y, 48000, subtype="FLOAT")
     expect_error(cpp(tiny, "--audio_path", str(q)), 3, "sample 777 is NaN or Inf")  # found before resampling
-    huge = _speech(8000, 1.0, 12)
+    huge = speech(8000, 1.0, 12)
     huge[100:102] = [3e38, -3e38]  # finite, but overflows the resampler
     h = tmp_path / "huge8k.wav"
     sf.write(h, huge, 8000, subtype="FLOAT")
     expect_error(cpp(tiny, "--audio_path", str(h)), 3, "far outside [-1, 1]")
-    pcm = _speech(16000, 0.5, 13)
+    pcm = speech(16000, 0.5, 13)
     pcm[10] = np.inf
     expect_error(cpp(tiny, "--stdin", "--stdin_format", "f32le", stdin=pcm.astype("<f4").tobytes()), 3,
                  "sample 10 is NaN or Inf")
@@ -150,7 +142,7 @@ def test_nan_inf_samples(tiny, tmp_path):
 
 def test_sample_rates_out_of_range(tiny, tmp_path):
     p = tmp_path / "500hz.wav"
-    sf.write(p, _speech(500, 2.0, 14), 500, subtype="PCM_16")
+    sf.write(p, speech(500, 2.0, 14), 500, subtype="PCM_16")
     expect_error(cpp(tiny, "--audio_path", str(p)), 3, "500 Hz is outside the supported range 1000..768000 Hz")
     one = tmp_path / "one_frame_48k.wav"
     sf.write(one, np.full((1, 6), 0.1, np.float32), 48000, subtype="PCM_16")
@@ -161,7 +153,7 @@ def test_sample_rates_out_of_range(tiny, tmp_path):
 def test_stdin_ends_mid_sample_and_writer_disconnects(tiny):
     expect_error(cpp(tiny, "--stdin", "--stdin_format", "f32le", stdin=b"\x00" * 4003), 3, "middle of a sample")
     # The writer goes away mid-stream (pipe closed): end of audio, the transcript so far, exit 0.
-    pcm = (_speech(16000, 2.0, 15) * 32767).astype("<i2").tobytes()
+    pcm = (speech(16000, 2.0, 15) * 32767).astype("<i2").tobytes()
     p = subprocess.Popen([str(RUNNER), "--model_path", str(tiny["fp32"]), "--tokenizer_path",
                           str(tiny["dir"] / "tekken.json"), "--stdin", "--json"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -182,7 +174,7 @@ def test_sigint_mid_stream_prints_partial_transcript(tiny):
     p = subprocess.Popen([str(RUNNER), "--model_path", str(tiny["fp32"]), "--tokenizer_path",
                           str(tiny["dir"] / "tekken.json"), "--stdin", "--json"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    p.stdin.write((_speech(16000, 3.0, 16) * 32767).astype("<i2").tobytes())
+    p.stdin.write((speech(16000, 3.0, 16) * 32767).astype("<i2").tobytes())
     p.stdin.flush()
     time.sleep(1.0)
     p.send_signal(signal.SIGINT)  # stdin still open: the runner is blocked in read()
@@ -219,23 +211,9 @@ def test_multi_hour_file_bounded_memory(tiny, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- model files
 
-def _program(path: Path, meta: dict) -> Path:
-    """A valid ExecuTorch program that is not a voxtral-rt export: one method and the given int constants."""
-    import torch
-    from executorch.exir import to_edge
-
-    class M(torch.nn.Module):
-        def forward(self, x):
-            return x + 1
-
-    ep = torch.export.export(M(), (torch.zeros(2),))
-    path.write_bytes(to_edge({"forward": ep}, constant_methods=meta).to_executorch().buffer)
-    return path
-
-
 def test_pte_missing_corrupt_truncated(tiny, tmp_path):
     wav = tmp_path / "a.wav"
-    sf.write(wav, _speech(16000, 1.0, 18), 16000)
+    sf.write(wav, speech(16000, 1.0, 18), 16000)
     a = ["--audio_path", str(wav)]
     expect_error(cpp(tiny, *a, model=tmp_path / "none.pte"), 2, "none.pte", "No such file")
     expect_error(cpp(tiny, *a, model=tmp_path), 2, "is a directory")
@@ -266,14 +244,14 @@ def test_pte_missing_corrupt_truncated(tiny, tmp_path):
 
 def test_pte_other_format_version_or_not_ours(tiny, tmp_path):
     wav = tmp_path / "a.wav"
-    sf.write(wav, _speech(16000, 1.0, 19), 16000)
-    future = _program(tmp_path / "future.pte", {"format_version": 99})
+    sf.write(wav, speech(16000, 1.0, 19), 16000)
+    future = foreign_program(tmp_path / "future.pte", {"format_version": 99})
     expect_error(cpp(tiny, "--audio_path", str(wav), model=future), 2, "unsupported format_version 99", "re-export")
-    other = _program(tmp_path / "other.pte", {"something": 1})
+    other = foreign_program(tmp_path / "other.pte", {"something": 1})
     expect_error(cpp(tiny, "--audio_path", str(wav), model=other), 2, "missing metadata 'format_version'")
-    older = _program(tmp_path / "older.pte", {"format_version": 1})
+    older = foreign_program(tmp_path / "older.pte", {"format_version": 1})
     expect_error(cpp(tiny, "--audio_path", str(wav), model=older), 2, "unsupported format_version 1", "re-export")
-    partial = _program(tmp_path / "partial.pte", {"format_version": 2})
+    partial = foreign_program(tmp_path / "partial.pte", {"format_version": 2})
     expect_error(cpp(tiny, "--audio_path", str(wav), model=partial), 2, "missing metadata")
 
 
@@ -282,7 +260,7 @@ def test_tokenizer_errors(tiny, tmp_path):
     from voxtral_rt.tokenizer import write_tekken_json
 
     wav = tmp_path / "a.wav"
-    sf.write(wav, _speech(16000, 1.0, 20), 16000)
+    sf.write(wav, speech(16000, 1.0, 20), 16000)
     a = ["--audio_path", str(wav)]
     other = write_tekken_json(tmp_path / "other_tekken.json", 4000, REAL_AUDIO)
     expect_error(cpp(tiny, *a, tok=other), 2, "does not match model", "vocab size 4000 vs 3000")
@@ -300,7 +278,7 @@ def test_tokenizer_errors(tiny, tmp_path):
 @pytest.mark.parametrize("delay", ["100", "0", "-5", "1280", "1360", "2320"])
 def test_delay_not_allowed(tiny, tmp_path, delay):
     wav = tmp_path / "a.wav"
-    sf.write(wav, _speech(16000, 0.5, 21), 16000)
+    sf.write(wav, speech(16000, 0.5, 21), 16000)
     r = cpp(tiny, "--audio_path", str(wav), "--delay_ms", delay)
     if delay == "1280":  # 16 tokens: not allowed (1..15 or 30)
         expect_error(r, 1, "delay 1280 ms is not supported", "multiple of 80 ms")

@@ -18,6 +18,7 @@ from voxtral_rt.checkpoint import load_model
 from voxtral_rt.protocol import EagerEngine, transcribe
 from voxtral_rt.pte import PteEngine, PteError
 from voxtral_rt.tokenizer import Tekken
+from conftest import foreign_program, run_export
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPORT = ROOT / "export" / "export_voxtral_rt.py"
@@ -176,17 +177,6 @@ def test_cli_pte_json_same_as_eager(tiny, tmp_path):
     assert len(je["token_times_ms"]) == len(je["token_ids"])
 
 
-def _tiny_program(path: Path, meta: dict) -> None:
-    from executorch.exir import to_edge
-
-    class M(torch.nn.Module):
-        def forward(self, x):
-            return x + 1
-
-    ep = torch.export.export(M(), (torch.zeros(2),))
-    path.write_bytes(to_edge({"forward": ep}, constant_methods=meta).to_executorch().buffer)
-
-
 def test_bad_pte_errors(tiny, tmp_path):
     corrupt = tmp_path / "corrupt.pte"
     corrupt.write_bytes(tiny["fp32"].read_bytes()[:5000])
@@ -195,19 +185,19 @@ def test_bad_pte_errors(tiny, tmp_path):
     with pytest.raises(PteError, match="no such"):
         PteEngine(tmp_path / "missing.pte")
     future = tmp_path / "future.pte"
-    _tiny_program(future, {"format_version": 99})
+    foreign_program(future, {"format_version": 99})
     with pytest.raises(PteError, match="format_version 99"):
         PteEngine(future)
     older = tmp_path / "older.pte"
-    _tiny_program(older, {"format_version": 1})  # an export from before the masks became inputs
+    foreign_program(older, {"format_version": 1})  # an export from before the masks became inputs
     with pytest.raises(PteError, match="format_version 1 is not supported"):
         PteEngine(older)
     nometh = tmp_path / "nometh.pte"
-    _tiny_program(nometh, {"format_version": 2})
+    foreign_program(nometh, {"format_version": 2})
     with pytest.raises(PteError, match="missing method"):
         PteEngine(nometh)
     other = tmp_path / "other.pte"
-    _tiny_program(other, {"something": 1})
+    foreign_program(other, {"something": 1})
     with pytest.raises(PteError, match="not a voxtral-rt"):
         PteEngine(other)
     r = _cli("transcribe", "--pte", str(corrupt), str(tmp_path / "x.wav"))
@@ -227,8 +217,6 @@ def test_sliding_window_override_matches_eager(tiny, tmp_path):
     """--sliding-window (a smaller decoder window than trained, as upstream's flag) changes only the cache and
     the mask: the .pte equals the eager model given the same window, offline and streamed."""
     import dataclasses
-
-    from conftest import run_export
 
     pte = tmp_path / "w10.pte"
     r = run_export(tiny["dir"], pte, "--sliding-window", "10")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import speech
 
 ROOT = Path(__file__).resolve().parents[2]
 ASAN = ROOT / "runner" / "build-asan"
@@ -36,20 +37,11 @@ def _run(cmd: list[str], stdin: bytes | None = None, timeout: int = 600) -> subp
     return r
 
 
-def _speech(sr: int, seconds: float, seed: int, channels: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sr * seconds)) / sr
-    ph = 2 * np.pi * np.cumsum(130 + 50 * np.sin(2 * np.pi * 1.1 * t)) / sr
-    x = sum(np.sin(k * ph) / k for k in range(1, 5)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.3 * t)) ** 2
-    x = (0.2 * x + 0.03 * rng.standard_normal(len(t))).astype(np.float32)
-    return x if channels == 1 else np.stack([x * (0.5 + 0.5 * c) for c in range(channels)], 1)
-
-
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory):
     d = tmp_path_factory.mktemp("asan")
-    sf.write(d / "a.wav", _speech(16000, 2.6, 3), 16000)
-    sf.write(d / "b.flac", _speech(44100, 1.9, 4, channels=2), 44100)
+    sf.write(d / "a.wav", speech(16000, 2.6, 3), 16000)
+    sf.write(d / "b.flac", speech(44100, 1.9, 4, channels=2), 44100)
     return d
 
 
@@ -79,7 +71,7 @@ def test_cli_under_asan_same_tokens_as_release(tiny, audio, args):
     args = [str(audio / a) if a.endswith((".wav", ".flac")) else a for a in args]
     stdin = None
     if "--stdin" in args:
-        stdin = (np.clip(_speech(48000, 1.5, 5), -1, 1) * 32767).astype("<i2").tobytes()
+        stdin = (np.clip(speech(48000, 1.5, 5), -1, 1) * 32767).astype("<i2").tobytes()
     got = _cli(ASAN / "voxtral_realtime_runner", tiny, "--json", *args, stdin=stdin)
     assert got.returncode == 0, got.stderr.decode()[-3000:]
     ref = _cli(RELEASE, tiny, "--json", *args, stdin=stdin)

@@ -14,19 +14,11 @@ import soundfile as sf
 from voxtral_rt.audio import load_audio
 from voxtral_rt.protocol import transcribe
 from voxtral_rt.pte import PteEngine
+from conftest import speech
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "runner" / "build"
 RUNNER = BUILD / "voxtral_realtime_runner"
-
-
-def _speech(sr: int, seconds: float, seed: int, channels: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sr * seconds)) / sr
-    ph = 2 * np.pi * np.cumsum(130 + 50 * np.sin(2 * np.pi * 1.1 * t)) / sr
-    x = sum(np.sin(k * ph) / k for k in range(1, 5)) * (0.5 + 0.5 * np.sin(2 * np.pi * 2.3 * t)) ** 2
-    x = (0.2 * x + 0.03 * rng.standard_normal(len(t))).astype(np.float32)
-    return x if channels == 1 else np.stack([x * (0.5 + 0.5 * c) for c in range(channels)], 1)
 
 
 def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
@@ -38,9 +30,9 @@ def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
 def wavs(tmp_path_factory):
     d = tmp_path_factory.mktemp("rwav")
     out = {}
-    sf.write(d / "mono16k.wav", _speech(16000, 3.1, 1), 16000)
-    sf.write(d / "stereo44k.flac", _speech(44100, 2.4, 2, channels=2), 44100)
-    sf.write(d / "pcm24_48k.wav", _speech(48000, 1.7, 3), 48000, subtype="PCM_24")
+    sf.write(d / "mono16k.wav", speech(16000, 3.1, 1), 16000)
+    sf.write(d / "stereo44k.flac", speech(44100, 2.4, 2, channels=2), 44100)
+    sf.write(d / "pcm24_48k.wav", speech(48000, 1.7, 3), 48000, subtype="PCM_24")
     for p in d.iterdir():
         out[p.stem] = p
     return out
