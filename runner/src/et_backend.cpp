@@ -3,14 +3,12 @@
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 
-#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstring>
-#include <algorithm>
 #include <unordered_set>
 
 #include "log.h"
@@ -47,42 +45,6 @@ std::string et_error(Error e) {
   if (e == Error::InvalidProgram) s += "; the file is corrupt, truncated or not an ExecuTorch program";
   return s;
 }
-
-// Memory-planned arenas (activations, and the caches as shared mutable buffers), one set for all methods of a
-// backend, as Module's share_memory_arenas would allocate them -- but as anonymous mappings: the kernel hands
-// out zero pages on first touch, so ring slots never written (most of an 8192-slot decoder window in a short
-// stream) cost no RAM. Module's own arenas are std::vectors, zero-filled (touched) up front: about 2.2 GB of
-// fp32 caches at full size.
-class LazyArenas {
- public:
-  LazyArenas() = default;
-  LazyArenas(const LazyArenas&) = delete;
-  LazyArenas& operator=(const LazyArenas&) = delete;
-  ~LazyArenas() {
-    for (auto& s : spans_)
-      if (s.size()) ::munmap(s.data(), s.size());
-  }
-
-  Status allocate(const std::vector<int64_t>& sizes) {
-    for (int64_t n : sizes) {
-      void* p = nullptr;
-      if (n > 0) {
-        p = ::mmap(nullptr, static_cast<size_t>(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED)
-          return Status::error("cannot reserve " + std::to_string(n) + " bytes of planned memory: " + std::strerror(errno));
-      }
-      spans_.emplace_back(static_cast<uint8_t*>(p), static_cast<size_t>(n));
-    }
-    allocator_ = std::make_unique<executorch::runtime::HierarchicalAllocator>(
-        executorch::runtime::Span<executorch::runtime::Span<uint8_t>>(spans_.data(), spans_.size()));
-    return Status();
-  }
-  executorch::runtime::HierarchicalAllocator* get() { return allocator_.get(); }
-
- private:
-  std::vector<executorch::runtime::Span<uint8_t>> spans_;
-  std::unique_ptr<executorch::runtime::HierarchicalAllocator> allocator_;
-};
 
 class EtBackend : public ModelBackend {
  public:
@@ -132,28 +94,11 @@ class EtBackend : public ModelBackend {
   }
 
   Status load_methods() {
-    const char* methods[] = {kPreprocessorMethod, kAudioEncoderMethod, kTokenEmbeddingMethod, kTextDecoderMethod};
-    // Buffer i of every method is the same arena (mem_id i + 1), sized for the largest user.
-    std::vector<int64_t> sizes;
-    for (const char* m : methods) {
+    for (const char* m : {kPreprocessorMethod, kAudioEncoderMethod, kTokenEmbeddingMethod, kTextDecoderMethod}) {
       if (!names_.count(m))
         return Status::error(path_ + ": missing method '" + m + "'; re-export with export/export_voxtral_rt.py");
-      auto meta = module_->method_meta(m);
-      if (!meta.ok()) return Status::error(path_ + ": method '" + m + "': " + et_error(meta.error()));
-      for (size_t i = 0; i < meta->num_memory_planned_buffers(); ++i) {
-        auto n = meta->memory_planned_buffer_size(i);
-        if (!n.ok()) return Status::error(path_ + ": method '" + m + "': " + et_error(n.error()));
-        if (sizes.size() <= i) sizes.resize(i + 1, 0);
-        sizes[i] = std::max(sizes[i], *n);
-      }
-    }
-    for (size_t i = 0; i < sizes.size(); ++i)
-      VX_LOG_DEBUG("planned memory arena %zu: %.1f MiB (reserved; pages are allocated when first touched)", i,
-                   static_cast<double>(sizes[i]) / (1 << 20));
-    VX_RETURN_IF_ERROR(arenas_.allocate(sizes));
-    for (const char* m : methods) {
       const double t0 = now();
-      const Error le = module_->load_method(m, arenas_.get());
+      const Error le = module_->load_method(m);
       if (le != Error::Ok) return Status::error(path_ + ": cannot load method '" + m + "': " + et_error(le));
       VX_LOG_DEBUG("loaded method %s in %.1f ms", m, now() - t0);
     }
@@ -227,7 +172,6 @@ class EtBackend : public ModelBackend {
   }
 
   std::string path_;
-  LazyArenas arenas_;  // before module_: destroyed after the methods that point into it
   std::unique_ptr<Module> module_;  // the primary's owns the data loader (the mmapped file)
   std::unordered_set<std::string> names_;
   ModelInfo info_;
