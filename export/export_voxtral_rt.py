@@ -38,7 +38,7 @@ from voxtral_rt.checkpoint import load_model, release_pages  # noqa: E402
 from voxtral_rt.checkpoint import CheckpointError  # noqa: E402
 from voxtral_rt.config import ConfigError  # noqa: E402
 from voxtral_rt.mel import export_log_mel  # noqa: E402
-from voxtral_rt.model import VoxtralRealtime  # noqa: E402
+from voxtral_rt.model import VoxtralRealtime, cast  # noqa: E402
 from voxtral_rt.tokenizer import Tekken  # noqa: E402
 
 FORMAT_VERSION = 2  # 2: attention masks are method inputs; cache slot counts in the metadata
@@ -62,7 +62,7 @@ class AudioEncoder(nn.Module):
         self.model = model  # same submodule name in every wrapper -> same buffer names -> shared state
 
     def forward(self, mel: torch.Tensor, enc_pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(mel, enc_pos, mask).float()
+        return cast(self.model.encode(mel, enc_pos, mask), torch.float32)
 
 
 class TokenEmbedding(nn.Module):
@@ -71,7 +71,7 @@ class TokenEmbedding(nn.Module):
         self.model = model
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(ids).float()
+        return cast(self.model.embed(ids), torch.float32)
 
 
 class TextDecoder(nn.Module):
@@ -220,17 +220,16 @@ def export_programs(model: VoxtralRealtime, max_enc_tokens: int, max_dec_tokens:
 
 
 def lower(progs: dict, meta: dict[str, int]):
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
-        XnnpackDynamicallyQuantizedPartitioner,
-        XnnpackPartitioner,
-    )
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
 
     log("lowering to edge + XNNPACK")
     edge = to_edge_transform_and_lower(
         progs,
-        partitioner={name: [XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()] for name in progs},
+        # One partitioner for every precision: dynamically quantized linears and the float ops around them
+        # share XNNPACK graphs (a quantized-only pass first would cut each layer into many small ones).
+        partitioner={name: [XnnpackPartitioner()] for name in progs},
         compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
         constant_methods=meta,
     )

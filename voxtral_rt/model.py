@@ -3,7 +3,9 @@
 One forward serves offline and streaming: every call takes a chunk and an absolute start position, and the
 state (conv context, encoder and decoder KV rings) lives in buffers. Offline transcription is streaming with
 big chunks. The same graph is exported to ExecuTorch, so everything here is standard ops with static
-buffers; data-dependent sizes come from `.item()` on the position tensor plus `torch._check` bounds.
+buffers. Positions stay tensors (no `.item()`), and the number of cache slots to attend comes from the mask's
+shape, so every size in the exported graph is an input size; norms, RoPE and reshapes are written in the
+forms XNNPACK accepts, so each layer lowers to few, large XNNPACK subgraphs.
 
 Parameter names follow the Mistral-native checkpoint minus its `mm_streams_embeddings.embedding_module.`
 prefix, and q/k rows use the native RoPE layout (rotation pairs interleaved: rows 2j, 2j+1).
@@ -23,6 +25,11 @@ from .config import EncoderArgs, ModelArgs
 # ----------------------------------------------------------------------------- building blocks
 
 
+def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x in `dtype`; no op when it already is (an exported no-op cast would be a copy outside XNNPACK)."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -30,26 +37,54 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # fp32 statistics, weight applied in the model dtype (as transformers does).
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        # fp32 statistics, weight applied in the model dtype (as transformers does). The mean of squares is
+        # taken over a trailing singleton axis too (same value): XNNPACK delegates mean.dim only for 4-D
+        # inputs averaged over their last two dims, and a norm left outside splits every layer's XNNPACK graph.
+        x32 = cast(x, torch.float32)
+        # Back to [..., 1] as a view with one inferred size (XNNPACK takes no symbolic reshape sizes); only the
+        # sequence dim (-2) of x may be dynamic.
+        ms = (x32 * x32).unsqueeze(-1).mean((-2, -1), keepdim=True).view(*x.shape[:-2], -1, 1)
+        return self.weight * cast(x32 * torch.rsqrt(ms + self.eps), x.dtype)
 
 
-def rope_cos_sin(pos: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin [S, head_dim/2] for absolute positions `pos` [S]; computed on the fly, so positions are unbounded."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-    freqs = pos.float()[:, None] * inv_freq[None, :]  # [S, head_dim/2]
-    # transformers casts cos/sin to the activation dtype before rotating; do the same.
-    return freqs.cos().to(dtype), freqs.sin().to(dtype)
+class RotaryEmbedding(nn.Module):
+    """RoPE for the native (interleaved) layout: pairs (2j, 2j+1) of a head rotate at frequency j.
+
+    Its constants are non-persistent buffers (not in checkpoints): the per-channel frequencies, and the
+    rotation R with linear(x, R) = each pair turned by 90 degrees, (-x[2j+1], x[2j]). R is a +-1 permutation,
+    so that product is exact; it keeps RoPE to linear/mul/add (XNNPACK has no select or strided slice for the
+    interleaved pairs).
+    """
+
+    def __init__(self, head_dim: int, theta: float) -> None:
+        super().__init__()
+        self.head_dim, self.theta = head_dim, theta
+        self.register_buffer("inv_freq", torch.empty(head_dim), persistent=False)
+        self.register_buffer("rot", torch.empty(head_dim, head_dim), persistent=False)
+        self.init_buffers()
+
+    def init_buffers(self) -> None:
+        d = self.head_dim
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+        self.inv_freq = inv_freq.repeat_interleave(2)  # channel 2j and 2j+1: frequency j
+        rot = torch.zeros(d, d)
+        j = torch.arange(0, d, 2)
+        rot[j, j + 1] = -1.0
+        rot[j + 1, j] = 1.0
+        self.rot = rot
+
+    def forward(self, pos: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(cos, sin, R) for absolute positions `pos` [S]: cos/sin [S, 1, head_dim] (broadcast over heads),
+        computed on the fly, so positions are unbounded."""
+        freqs = pos.float()[:, None, None] * self.inv_freq  # [S, 1, head_dim]
+        # transformers casts cos/sin to the activation dtype before rotating; do the same.
+        return cast(freqs.cos(), dtype), cast(freqs.sin(), dtype), cast(self.rot, dtype)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent pairs (2j, 2j+1) of x [B, H, S, D] -- the native (interleaved) layout."""
-    xr = x.unflatten(-1, (-1, 2))  # [B, H, S, D/2, 2]
-    re, im = xr[..., 0], xr[..., 1]
-    out = torch.stack((re * cos - im * sin, re * sin + im * cos), dim=-1)
-    return out.flatten(-2)
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs (2j, 2j+1) of x [S, H, D] -- the native (interleaved) layout:
+    (x[2j] cos - x[2j+1] sin, x[2j+1] cos + x[2j] sin); (cos, sin, rot) from RotaryEmbedding."""
+    return x * cos + F.linear(x, rot) * sin
 
 
 def ring_mask(start: int, s: int, window: int, size: int) -> torch.Tensor:
@@ -90,29 +125,31 @@ class RingKVCache(nn.Module):
         self.register_buffer("k", torch.zeros(n_kv_heads, head_dim, self.size, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(n_kv_heads, self.size, head_dim, dtype=dtype), persistent=False)
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor, n_valid: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k/v [1, H, S, D] at positions start..start+S-1; return the first n_valid slots to attend:
-        keys^T [H, D, n_valid] and values [H, n_valid, D]. Attention work is O(valid length), not O(capacity)."""
-        s = k.shape[2]
-        slots = (torch.arange(s) + start) % self.size
-        self.k.index_copy_(2, slots, k[0].transpose(1, 2).to(self.k.dtype))
-        self.v.index_copy_(1, slots, v[0].to(self.v.dtype))
+    def update(self, start: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_valid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v [S, H, D] at positions start..start+S-1 (start: int64 [1]); return the first n_valid slots
+        to attend: keys^T [H, D, n_valid] and values [H, n_valid, D]. Attention work is O(valid length)."""
+        slots = (torch.arange(k.shape[0]) + start) % self.size
+        self.k.index_copy_(2, slots, cast(k.permute(1, 2, 0), self.k.dtype))
+        self.v.index_copy_(1, slots, cast(v.permute(1, 0, 2), self.v.dtype))
         return self.k[:, :, :n_valid], self.v[:, :n_valid]
 
 
 def attention(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Masked softmax attention with grouped KV heads, no KV repetition.
 
-    q [1, H, S, D], k_t [Hkv, D, L], v [Hkv, L, D], mask [g*S, L] additive (ring_mask repeated per query head
-    of a group) -> [1, H, S, D]. Query head h uses KV head h // g, g = H / Hkv. Plain 3-D bmm: no broadcast
-    or transpose copies of the cache.
+    q [S, H, D], k_t [Hkv, D, L], v [Hkv, L, D], mask [S*g, L] additive (row s*g + j: ring_mask row s, for the
+    j-th query head of a group) -> [S, H, D]. Query head h uses KV head h // g, g = H / Hkv. Plain 3-D bmm: no
+    broadcast or transpose copies of the cache. Every reshape is a view of a contiguous tensor with one
+    inferred size, the form XNNPACK takes (it refuses symbolic sizes), so the whole function is delegated.
     """
-    _, n_heads, s, d = q.shape
+    _, n_heads, d = q.shape
     n_kv = k_t.shape[0]
-    qg = q.reshape(n_kv, (n_heads // n_kv) * s, d)  # heads of a group are consecutive
-    scores = torch.bmm(qg, k_t) * (1.0 / math.sqrt(d)) + mask  # [Hkv, g*S, L]
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-    return torch.bmm(probs, v).reshape(1, n_heads, s, d)
+    g = n_heads // n_kv
+    qg = q.view(-1, n_kv, g, d).permute(1, 0, 2, 3).contiguous().view(n_kv, -1, d)  # [Hkv, S*g, D]
+    scores = torch.bmm(qg, k_t) * (1.0 / math.sqrt(d)) + mask  # [Hkv, S*g, L]
+    probs = cast(torch.softmax(cast(scores, torch.float32), dim=-1), q.dtype)
+    out = torch.bmm(probs, v).view(n_kv, -1, g, d)  # [Hkv, S, g, D]
+    return out.permute(1, 0, 2, 3).contiguous().view(-1, n_heads, d)
 
 
 class Attention(nn.Module):
@@ -126,17 +163,18 @@ class Attention(nn.Module):
         self.wo = nn.Linear(n_heads * head_dim, dim, bias=biases)
         self.cache: RingKVCache | None = None
 
-    def forward(self, x: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """mask: [g*S, L] additive, see `attention`; L = number of ring slots to attend."""
-        s = x.shape[1]
-        q = self.wq(x).view(1, s, self.n_heads, self.head_dim).transpose(1, 2)  # [1, H, S, D]
-        k = self.wk(x).view(1, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(1, s, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    def forward(self, x: torch.Tensor, start: torch.Tensor, rope: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
+        """start: int64 [1] position of x[:, 0]; rope: (cos, sin, rot) for these positions (apply_rope);
+        mask: [g*S, L] additive, see `attention`; L = number of ring slots to attend."""
+        # Heads as [S, H, D]: views of the projections, no transposes until the cache write.
+        q = self.wq(x).view(-1, self.n_heads, self.head_dim)
+        k = self.wk(x).view(-1, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(-1, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         assert self.cache is not None, "call setup_caches() first"
         k_t, values = self.cache.update(start, k, v, mask.shape[1])
-        out = attention(q, k_t, values, mask)  # [1, H, S, D]
-        return self.wo(out.transpose(1, 2).reshape(1, s, self.n_heads * self.head_dim))
+        out = attention(q, k_t, values, mask)  # [S, H, D]
+        return self.wo(out.view(1, -1, self.n_heads * self.head_dim))
 
 
 class FeedForward(nn.Module):
@@ -205,8 +243,8 @@ class EncoderLayer(nn.Module):
         self.ffn_norm = RMSNorm(a.dim, a.norm_eps)
         self.feed_forward = FeedForward(a.dim, a.hidden_dim, a.use_biases)
 
-    def forward(self, x: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), start, cos, sin, mask)
+    def forward(self, x: torch.Tensor, start: torch.Tensor, rope: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), start, rope, mask)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -226,16 +264,17 @@ class WhisperEncoder(nn.Module):
         self.dtype = torch.float32  # set by VoxtralRealtime.setup_caches
         self.conv_layers = nn.ModuleList([CausalConv(a.num_mel_bins, a.dim, 1), CausalConv(a.dim, a.dim, 2)])
         self.transformer = Transformer(a)
+        self.rope = RotaryEmbedding(a.head_dim, a.rope_theta)
 
-    def forward(self, mel: torch.Tensor, start: int, keep_state: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = mel[0].transpose(0, 1).to(self.dtype)  # [T, n_mels]
+    def forward(self, mel: torch.Tensor, start: torch.Tensor, keep_state: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """start: int64 [1], the encoder position (frame) of the chunk's first output frame."""
+        x = cast(mel[0].transpose(0, 1), self.dtype)  # [T, n_mels]
         x = F.gelu(self.conv_layers[0](x, keep_state))
         x = F.gelu(self.conv_layers[1](x, keep_state))  # [T/2, dim]
         x = x[None]  # [1, T/2, dim]
-        a = self.args
-        cos, sin = rope_cos_sin(torch.arange(x.shape[1]) + start, a.head_dim, a.rope_theta, x.dtype)
+        rope = self.rope(torch.arange(x.shape[1]) + start, x.dtype)
         for layer in self.transformer.layers:
-            x = layer(x, start, cos, sin, mask)
+            x = layer(x, start, rope, mask)
         return self.transformer.norm(x)[0]
 
 
@@ -262,9 +301,9 @@ class DecoderLayer(nn.Module):
         )
         self.feed_forward = FeedForward(a.dim, a.hidden_dim, bias=False)
 
-    def forward(self, x: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor, t_cond: torch.Tensor,
+    def forward(self, x: torch.Tensor, start: torch.Tensor, rope: tuple[torch.Tensor, ...], t_cond: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), start, cos, sin, mask)
+        x = x + self.attention(self.attention_norm(x), start, rope, mask)
         h = self.ffn_norm(x) * (1 + self.ada_rms_norm_t_cond(t_cond))
         return x + self.feed_forward(h)
 
@@ -285,11 +324,16 @@ class VoxtralRealtime(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(args) for _ in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.output: nn.Linear | None = None  # untied LM head (export with quantization); None = tied
+        self.rope = RotaryEmbedding(args.head_dim, args.rope_theta)
         self.max_enc_tokens = 0
         self.max_dec_tokens = 0
 
     def init_buffers(self) -> None:
-        """Kept for loaders that build on the meta device; all non-cache buffers are computed on the fly."""
+        """(Re)create the constant non-persistent buffers, for loaders that build the module on the meta device.
+        The caches and conv state come from setup_caches()."""
+        for m in self.modules():
+            if isinstance(m, RotaryEmbedding):
+                m.init_buffers()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -338,12 +382,11 @@ class VoxtralRealtime(nn.Module):
         """mel [1, n_mels, 8k] of tokens t0..t0+k-1, enc_pos [1] = 4*t0 -> audio embeddings [1, k, dim].
         mask: enc_mask(4*t0, 4k), computed here when not given (the exported method takes it as an input)."""
         e = self.args.encoder
-        start = enc_pos[0].item()
-        torch._check(start >= 0)
         if mask is None:
-            mask = self.enc_mask(start, mel.shape[2] // 2)
-        keep_state = (enc_pos[:1] > 0).to(self.dtype)  # new stream at position 0: zero conv context
-        x = self.whisper_encoder(mel, start, keep_state, mask.to(self.dtype))  # [T/2, enc_dim]
+            mask = self.enc_mask(int(enc_pos[0]), mel.shape[2] // 2)
+        start = enc_pos[:1]  # kept a tensor: the exported graph then has no data-dependent sizes
+        keep_state = cast(enc_pos[:1] > 0, self.dtype)  # new stream at position 0: zero conv context
+        x = self.whisper_encoder(mel, start, keep_state, cast(mask, self.dtype))  # [T/2, enc_dim]
         x = x.reshape(-1, e.dim * e.downsample_factor)  # concatenate `downsample_factor` consecutive frames
         return self.audio_language_projection(x)[None]
 
@@ -356,19 +399,19 @@ class VoxtralRealtime(nn.Module):
         """Summed embeddings h [1, S, dim] at positions pos[0].. -> logits [1, vocab] of the last position
         (or [1, S, vocab] with all_logits). mask: dec_mask(pos, S), computed here when not given."""
         a = self.args
-        start = pos[0].item()
-        torch._check(start >= 0)
         if mask is None:
-            mask = self.dec_mask(start, h.shape[1])
+            mask = self.dec_mask(int(pos[0]), h.shape[1])
+        start = pos[:1]  # kept a tensor: the exported graph then has no data-dependent sizes
         g = a.n_heads // a.n_kv_heads
-        mask = (mask.repeat(g, 1) if g > 1 else mask).to(self.dtype)  # one row block per query head of a group
-        h = h.to(self.dtype)
+        # Row s*g + j for the j-th query head of a group (see `attention`).
+        mask = cast(mask.repeat_interleave(g, dim=0) if g > 1 else mask, self.dtype)
+        h = cast(h, self.dtype)
         t_cond = delay_embedding(n_delay, a.dim, self.dtype)
-        cos, sin = rope_cos_sin(torch.arange(h.shape[1]) + start, a.head_dim, a.rope_theta, h.dtype)
+        rope = self.rope(torch.arange(h.shape[1]) + start, h.dtype)
         for layer in self.layers:
-            h = layer(h, start, cos, sin, t_cond, mask)
+            h = layer(h, start, rope, t_cond, mask)
         if not all_logits:
-            h = h[:, -1]
+            h = h[:, -1:]  # a slice, not a select: the norm and the head stay 3-D, one XNNPACK graph
         h = self.norm(h)
         logits = self.output(h) if self.output is not None else F.linear(h, self.tok_embeddings.weight)  # tied head
-        return logits.float()
+        return cast(logits if all_logits else logits.view(1, -1), torch.float32)

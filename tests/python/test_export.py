@@ -106,10 +106,24 @@ def test_quantized_pte_faithful_to_quantized_eager(tiny, pte_fp32):
     assert torch.isfinite(b).all() and agree_f > 0.05  # far above chance (1/vocab): not garbage
 
 
-def test_attention_runs_in_xnnpack_without_cache_copies(tiny):
-    """The speed design (docs/design.md): attention matmuls and softmax are delegated (their sizes come from the
-    mask input), and per layer the only work on the caches outside XNNPACK is writing the chunk (index_put_)
-    and taking the valid prefix (slice_copy) -- no broadcast, transpose or whole-cache copies."""
+def _instructions(plan) -> list[str]:
+    """The operator name of each instruction of an execution plan; "delegate" for an XNNPACK call."""
+    seq = []
+    for chain in plan.chains:
+        for ins in chain.instructions:
+            a = ins.instr_args
+            if hasattr(a, "op_index"):
+                seq.append(plan.operators[a.op_index].name)
+            elif hasattr(a, "delegate_index"):
+                seq.append("delegate")
+    return seq
+
+
+def test_each_layer_is_one_xnnpack_graph(tiny):
+    """The speed design (docs/design.md): per layer, the only work outside XNNPACK is writing the chunk into the
+    caches (index_put_) and taking their valid prefixes (slice_copy). Norms, RoPE, the attention matmuls and
+    softmax (their sizes come from the mask input), the reshapes and the FFN run in XNNPACK, as ONE graph from
+    one layer's cache write to the next -- no per-layer delegate calls or copies besides."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
     for pte in (tiny["fp32"], tiny["q"]):
@@ -118,14 +132,16 @@ def test_attention_runs_in_xnnpack_without_cache_copies(tiny):
         for plan in prog.execution_plan:
             if plan.name not in ("audio_encoder", "text_decoder"):
                 continue
-            ops = [plan.operators[i.instr_args.op_index].name for c in plan.chains for i in c.instructions
-                   if hasattr(i.instr_args, "op_index")]
-            n_layers = ops.count("aten::index_put_") // 2
-            assert n_layers >= 2, (pte.name, plan.name, ops)
-            for banned in ("aten::bmm", "aten::_softmax", "aten::expand_copy", "aten::permute_copy", "aten::where"):
-                assert banned not in ops, (pte.name, plan.name, banned)
-            # Two cache prefixes per layer; the encoder also slices its conv state (a few more).
-            assert ops.count("aten::slice_copy") <= 2 * n_layers + (8 if plan.name == "audio_encoder" else 0)
+            seq = _instructions(plan)
+            writes = [i for i, op in enumerate(seq) if op == "aten::index_put_"]
+            n_layers = len(writes) // 2
+            assert n_layers >= 2, (pte.name, plan.name, seq)
+            layers = seq[writes[0]:writes[-1] + 1]
+            assert set(layers) <= {"aten::index_put_", "aten::slice_copy", "delegate"}, (pte.name, plan.name, layers)
+            assert layers.count("delegate") == n_layers - 1, (pte.name, plan.name, layers)
+            assert layers.count("aten::slice_copy") == 2 * (n_layers - 1), (pte.name, plan.name, layers)
+            for banned in ("aten::bmm", "aten::_softmax", "aten::permute_copy", "aten::where", "aten::mean"):
+                assert banned not in seq, (pte.name, plan.name, banned)
 
 
 def test_op_audit_only_wheel_kernels(tiny):
