@@ -22,6 +22,9 @@ See docs/design.md for the protocol the runner follows.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import gc
 import resource
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -48,9 +52,94 @@ QEMBEDDING = ["8w", "4w", "none"]
 _T0 = time.time()
 
 
+def _rss_gb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**30
+    except OSError:  # not Linux
+        return float("nan")
+
+
 def log(msg: str) -> None:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"[{time.time() - _T0:7.1f}s peak {rss:5.1f} GB] {msg}", file=sys.stderr, flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"[{time.time() - _T0:7.1f}s rss {_rss_gb():5.1f} GB, peak {peak:5.1f} GB] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- memory and speed of the toolchain
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+
+
+def return_freed_memory_to_os() -> None:
+    """Large tensors come and go by the gigabyte during quantization and export. glibc keeps freed chunks below
+    its (adaptive, up to 32 MB) mmap threshold in the heap, where fragmentation pins them: measured, torch.export
+    of the decoder left ~190 MB per layer resident that no live object held. A fixed 1 MiB threshold makes every
+    big allocation its own mapping, unmapped on free; malloc_trim releases what is already pinned."""
+    if hasattr(_LIBC, "mallopt"):  # glibc only; elsewhere this is a no-op
+        _LIBC.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (fixing it also stops the adaptive raise)
+        _LIBC.mallopt(-1, 1 << 20)  # M_TRIM_THRESHOLD
+    trim()
+
+
+def trim() -> None:
+    gc.collect()
+    if hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def shallow_provenance():
+    """torch.fx gives every node a pass rewrites a NodeSource holding a deep copy of the node's whole provenance
+    chain, which grows with every pass: quadratic in the number of passes, ~10 % of lowering time (profiled).
+    Provenance only serves debug records (ETRecord), which this export does not write, so keep one level."""
+    from torch.fx import traceback as fx_traceback
+
+    cls = getattr(fx_traceback, "NodeSource", None)
+    init = getattr(cls, "__init__", None)
+    if init is None:
+        yield
+        return
+
+    def one_level_init(self, node, *args, **kwargs):  # type: ignore[no-untyped-def]
+        chain = node.meta.pop("from_node", None) if node is not None else None
+        try:
+            init(self, node, *args, **kwargs)
+        finally:
+            if chain is not None:
+                node.meta["from_node"] = chain
+
+    cls.__init__ = one_level_init
+    try:
+        yield
+    finally:
+        cls.__init__ = init
+
+
+@contextlib.contextmanager
+def preprocess_copies_share_weights():
+    """Before XNNPACK preprocesses them, ExecuTorch deep-copies every partition's program at once, "in case
+    backends change graph": the copies include the weights, i.e. all of a method's weights a second time
+    (measured: +3.8 GB for the 4b decoder). XNNPACK's passes rewrite graphs and replace state-dict entries;
+    none writes into a weight. So copy the programs but share their tensors."""
+    import copy
+
+    from executorch.backends.xnnpack.xnnpack_preprocess import XnnpackBackend
+
+    own = XnnpackBackend.__dict__.get("copy_exported_program_for_preprocess")  # None: inherited
+
+    def copy_sharing_tensors(cls, edge_program, compile_specs):  # type: ignore[no-untyped-def]
+        tables = (edge_program.state_dict, edge_program.constants)
+        shared = {id(t): t for table in tables for t in table.values() if isinstance(t, torch.Tensor)}
+        return copy.deepcopy(edge_program, shared)
+
+    XnnpackBackend.copy_exported_program_for_preprocess = classmethod(copy_sharing_tensors)
+    try:
+        yield
+    finally:
+        if own is None:
+            del XnnpackBackend.copy_exported_program_for_preprocess
+        else:
+            XnnpackBackend.copy_exported_program_for_preprocess = own
 
 
 # ----------------------------------------------------------------------------- one thin wrapper per method
@@ -86,6 +175,73 @@ class TextDecoder(nn.Module):
 # ----------------------------------------------------------------------------- quantization
 
 
+class QuantizedLinear(nn.Module):
+    """An nn.Linear quantized by torchao, its weight held as plain tensors: int8 values, scales, zero points.
+
+    It computes what torchao's IntxUnpackedToInt8Tensor computes in F.linear (optional int8 per-token
+    activation quant-dequant, dequantize_affine of the weight, linear) with the same torchao ops, so the export
+    graph is the same and XNNPACK's partitioner matches it into one dynamically quantized linear. What differs
+    is the cost of export: torch.export copies tensor-subclass weights. The ops are called directly, not
+    through torchao's Python wrappers: those are decorated @torch.no_grad(), and non-strict export splits the
+    graph at every grad-mode switch, then inlines the pieces back one by one, recompiling the whole module
+    each time (minutes for the 32-layer encoder).
+    """
+
+    def __init__(self, w: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        from torchao.quantization.quant_primitives import _DTYPE_TO_QVALUE_BOUNDS
+
+        self.qdata = nn.Parameter(w.qdata, requires_grad=False)
+        self.scale = nn.Parameter(w.scale, requires_grad=False)
+        self.zero_point = nn.Parameter(w.zero_point, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        self.block_size = tuple(w.block_size)
+        self.qmin, self.qmax = _DTYPE_TO_QVALUE_BOUNDS[w.target_dtype]
+        self.out_dtype = w.dtype
+        self.quantize_activations = w.activation_quantization is not None
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return torch.ops.torchao.dequantize_affine(self.qdata, self.block_size, self.scale, self.zero_point,
+                                                   torch.int8, self.qmin, self.qmax, output_dtype=self.out_dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantize_activations:  # int8, asymmetric, one scale per token: the "8da" of 8da4w
+            ops, block = torch.ops.torchao, [1] * (x.dim() - 1) + [x.shape[-1]]
+            scale, zero = ops.choose_qparams_affine(x, "ASYMMETRIC", block, torch.int8, -128, 127,
+                                                    zero_point_dtype=torch.int8)
+            q = ops.quantize_affine(x, block, scale, zero, torch.int8, -128, 127)
+            x = ops.dequantize_affine(q, block, scale, zero, torch.int8, -128, 127, output_dtype=x.dtype)
+        return F.linear(x, self.dequantized_weight(), self.bias)
+
+
+class QuantizedEmbedding(QuantizedLinear):
+    """An nn.Embedding quantized by torchao (weight only), held as plain tensors (see QuantizedLinear). The
+    export's quant fusion turns dequantize + embedding into quantized_decomposed::embedding_byte/4bit."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return F.embedding(ids, self.dequantized_weight())
+
+
+def as_plain_quantized(mod: nn.Module) -> nn.Module:
+    """mod itself, or, if torchao quantized its weight, the QuantizedLinear/QuantizedEmbedding sharing its tensors."""
+    w = getattr(mod, "weight", None)
+    if not hasattr(w, "qdata"):
+        return mod
+    if isinstance(mod, nn.Embedding):
+        return QuantizedEmbedding(w, None)
+    return QuantizedLinear(w, mod.bias)
+
+
+def replace_quantized(root: nn.Module) -> None:
+    """Swap every torchao-quantized Linear/Embedding under root for its plain-tensor form."""
+    for name, child in list(root.named_children()):
+        new = as_plain_quantized(child)
+        if new is not child:
+            setattr(root, name, new)
+        else:
+            replace_quantized(child)
+
+
 def _linear_config(kind: str, group_size: int):
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig
     from torchao.quantization.granularity import PerAxis, PerGroup
@@ -97,6 +253,17 @@ def _linear_config(kind: str, group_size: int):
         "4w": lambda: IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=g),
         "8w": lambda: IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
     }[kind]()
+
+
+def _embedding_config(kind: str, group_size: int, dim: int):
+    from torchao.quantization import IntxWeightOnlyConfig
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    if kind == "8w":
+        return IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
+    if dim % group_size:
+        raise ConfigError(f"--qembedding 4w needs dim ({dim}) divisible by the group size {group_size}")
+    return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size))
 
 
 def quantize_linears(root: nn.Module, kind: str, group_size: int, what: str, skip: tuple[str, ...] = (),
@@ -124,20 +291,27 @@ def quantize_linears(root: nn.Module, kind: str, group_size: int, what: str, ski
             + (" ..." if len(skipped) > 6 else ""))
 
 
-def quantize_embedding(model: VoxtralRealtime, kind: str, group_size: int) -> None:
-    if kind == "none":
-        return
-    from torchao.quantization import IntxWeightOnlyConfig, quantize_
-    from torchao.quantization.granularity import PerAxis, PerGroup
+def quantize_rows(mod: nn.Linear | nn.Embedding, cfg, fp32: bool, rows: int = 8192) -> None:
+    """Cast (to fp32 if asked) and quantize mod.weight one block of rows at a time. Done whole, a vocab-sized
+    matrix (131072 x 3072) holds several transient fp32 copies of 1.6 GB at once (a 5.7 GB peak, measured).
+    Scales are per row group or per row, so each block quantizes exactly as it does inside the whole matrix."""
+    from torchao.quantization import quantize_
 
-    if kind == "8w":
-        cfg = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
-    else:
-        if model.args.dim % group_size:
-            raise ConfigError(f"--qembedding 4w needs dim ({model.args.dim}) divisible by the group size {group_size}")
-        cfg = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size))
-    quantize_(model, cfg, filter_fn=lambda m, fqn: isinstance(m, nn.Embedding))
-    log(f"quantized the token embedding to {kind}")
+    w = mod.weight.detach()
+    parts = []
+    for r in range(0, w.shape[0], rows):
+        block = w[r : r + rows]
+        with torch.device("meta"):  # no random init: the weight is assigned next
+            holder = nn.Linear(w.shape[1], len(block), bias=False) if isinstance(mod, nn.Linear) else nn.Embedding(*block.shape)
+        holder.weight = nn.Parameter(block.float() if fp32 else block, requires_grad=False)
+        quantize_(holder, cfg, filter_fn=lambda m, fqn: True)
+        parts.append(holder.weight.detach())
+    kind = type(parts[0])
+    names, ctx = parts[0].__tensor_flatten__()
+    inner = {n: torch.cat([getattr(q, n) for q in parts]) for n in names}
+    del parts
+    mod.weight = nn.Parameter(kind.__tensor_unflatten__(inner, ctx, w.shape, w.stride()), requires_grad=False)
+    release_pages(w)  # the bf16 source pages (file-backed, counted in RSS)
 
 
 def to_float32_module_by_module(model: nn.Module) -> None:
@@ -145,7 +319,7 @@ def to_float32_module_by_module(model: nn.Module) -> None:
     at one extra layer rather than a second full model copy."""
     for mod in model.modules():
         for name, p in list(mod.named_parameters(recurse=False)):
-            if p.dtype != torch.float32:
+            if p.is_floating_point() and p.dtype != torch.float32:  # never the int8 values of quantized weights
                 setattr(mod, name, nn.Parameter(p.detach().float(), requires_grad=False))
                 # The bf16 source pages (file-backed, counted in RSS) are not needed any more.
                 release_pages(p.detach())
@@ -187,6 +361,11 @@ def metadata(model: VoxtralRealtime, tok: Tekken, max_enc_tokens: int, max_dec_t
 
 
 def export_programs(model: VoxtralRealtime, max_enc_tokens: int, max_dec_tokens: int) -> dict:
+    """torch.export each method. Non-strict: strict export (dynamo) clones every parameter and buffer it meets,
+    twice ("real value cache"), which doubled a method's weights in memory while it traced. Every wrapper holds
+    the whole model, so each program would reference every weight; unused ones are pruned, so that a method's
+    weights can be freed once that method is lowered."""
+    from executorch.exir.passes.remove_unused_parameters_pass import remove_unused_parameters_pass
     from torch.export import Dim, export
 
     e = model.args.encoder
@@ -205,37 +384,81 @@ def export_programs(model: VoxtralRealtime, max_enc_tokens: int, max_dec_tokens:
         progs["audio_encoder"] = export(
             AudioEncoder(model), (torch.zeros(1, e.num_mel_bins, mpt * k_ex), torch.tensor([fpt]),
                                   model.enc_mask(fpt, fpt * k_ex)),
-            dynamic_shapes=({2: mpt * k}, None, {0: fpt * k, 1: l_enc}), strict=True)
+            dynamic_shapes=({2: mpt * k}, None, {0: fpt * k, 1: l_enc}), strict=False)
         log("torch.export token_embedding")
         s_ex = min(2, max_dec_tokens)
         progs["token_embedding"] = export(
-            TokenEmbedding(model), (torch.zeros(1, s_ex, dtype=torch.long),), dynamic_shapes=({1: s},), strict=True)
+            TokenEmbedding(model), (torch.zeros(1, s_ex, dtype=torch.long),), dynamic_shapes=({1: s},), strict=False)
         log("torch.export text_decoder")
         # Example at a later position (L = 5 > S = 2), so that no size is specialized to 0/1 or to S.
         progs["text_decoder"] = export(
             TextDecoder(model), (torch.zeros(1, s_ex, model.args.dim), torch.tensor([3]), torch.tensor([6]),
                                  model.dec_mask(3, s_ex)),
-            dynamic_shapes=({1: s}, None, None, {0: s, 1: l_dec}), strict=True)
+            dynamic_shapes=({1: s}, None, None, {0: s, 1: l_dec}), strict=False)
+    for name in ("audio_encoder", "token_embedding", "text_decoder"):
+        ep = remove_unused_parameters_pass(progs[name])
+        # torch.export keeps the whole module's state dict, referenced by the signature or not.
+        used = {spec.target for spec in ep.graph_signature.input_specs if spec.target is not None}
+        for key in [k for k in ep.state_dict if k not in used]:
+            del ep.state_dict[key]
+        progs[name] = ep
+    trim()
     return progs
 
 
+def _unwritten_like(t: torch.Tensor) -> torch.Tensor:
+    """A tensor with t's type, shape, strides and dtype whose memory is allocated but never written, so it takes
+    no resident pages (big allocations are fresh mappings, see return_freed_memory_to_os)."""
+    if hasattr(t, "__tensor_flatten__") and type(t) not in (torch.Tensor, nn.Parameter):  # e.g. torchao subclasses
+        names, ctx = t.__tensor_flatten__()
+        inner = {n: _unwritten_like(getattr(t, n)) for n in names}
+        return type(t).__tensor_unflatten__(inner, ctx, t.size(), t.stride())
+    e = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype)
+    return nn.Parameter(e, requires_grad=False) if isinstance(t, nn.Parameter) else e
+
+
+def release_delegated_weights(ep) -> None:
+    """After lowering, each XNNPACK delegate holds its own packed copy of the weights it consumed. Its
+    LoweredBackendModule also keeps the partition's original program with the unpacked (int8 + scales) tensors;
+    to_executorch re-traces that program with fake tensors (shapes only) and never reads their values. Swap
+    them for unwritten stand-ins, so the method's unpacked weights are freed now, not after serialization."""
+    from executorch.exir.lowered_backend_module import LoweredBackendModule
+
+    for mod in ep.graph_module.modules():
+        if isinstance(mod, LoweredBackendModule):
+            for table in (mod.original_module.state_dict, mod.original_module.constants):
+                for key, t in table.items():
+                    if isinstance(t, torch.Tensor):
+                        table[key] = _unwritten_like(t)
+
+
 def lower(progs: dict, meta: dict[str, int]):
+    """Lower the methods one at a time (each program is popped from `progs` and freed once lowered), then
+    plan memory and emit all of them as one program."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir import EdgeCompileConfig, EdgeProgramManager, ExecutorchBackendConfig
+    from executorch.exir import to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
 
-    log("lowering to edge + XNNPACK")
-    edge = to_edge_transform_and_lower(
-        progs,
-        # One partitioner for every precision: dynamically quantized linears and the float ops around them
-        # share XNNPACK graphs (a quantized-only pass first would cut each layer into many small ones).
-        partitioner={name: [XnnpackPartitioner()] for name in progs},
-        compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
-        constant_methods=meta,
-    )
-    del progs
-    gc.collect()
+    config = EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True)
+    order, lowered = list(progs), {}
+    # Largest first: later methods then lower while the big one's unpacked weights are already freed.
+    for name in sorted(progs, key=lambda n: -sum(t.numel() for t in progs[n].state_dict.values())):
+        log(f"lowering {name} to edge + XNNPACK")
+        prog = progs.pop(name)
+        with shallow_provenance(), preprocess_copies_share_weights():
+            # One partitioner for every precision: dynamically quantized linears and the float ops around them
+            # share XNNPACK graphs (a quantized-only pass first would cut each layer into many small ones).
+            edge = to_edge_transform_and_lower({name: prog}, partitioner={name: [XnnpackPartitioner()]},
+                                               compile_config=config)
+        del prog
+        lowered[name] = edge.exported_program(name)
+        del edge
+        release_delegated_weights(lowered[name])
+        trim()
     log("to_executorch (memory planning, serialization)")
+    edge = EdgeProgramManager({n: lowered[n] for n in order}, constant_methods=meta, compile_config=config)
+    del lowered
     return edge.to_executorch(
         ExecutorchBackendConfig(
             extract_delegate_segments=True,
@@ -266,14 +489,23 @@ def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: st
     for conv in model.whisper_encoder.conv_layers:
         conv.to_linear()
     cast = to_float32_module_by_module if dtype == "fp32" else (lambda m: None)
-    # The vocab-sized matrices first: quantizing them makes several transient fp32 copies (1.6 GB each
-    # at full size), which must happen while little else is resident.
+    # The vocab-sized matrices first, block of rows by block (quantize_rows).
+    gs = group_size if qlinear in ("8da4w", "4w") else 0
     if model.output is not None:
-        cast(model.output)
-        quantize_linears(model.output, qlinear, group_size, "LM head")
-    cast(model.tok_embeddings)
-    quantize_embedding(model, qembedding, qembedding_group_size)
-    gc.collect()
+        if qlinear == "none" or (gs and model.args.dim % gs):
+            cast(model.output)
+            if qlinear != "none":
+                log(f"  left the LM head in float (dim {model.args.dim} % group size {gs})")
+        else:
+            quantize_rows(model.output, _linear_config(qlinear, gs), dtype == "fp32")
+            log(f"quantized the LM head to {qlinear}" + (f" (group {gs})" if gs else ""))
+    if qembedding == "none":
+        cast(model.tok_embeddings)
+    else:
+        cfg = _embedding_config(qembedding, qembedding_group_size, model.args.dim)
+        quantize_rows(model.tok_embeddings, cfg, dtype == "fp32")
+        log(f"quantized the token embedding to {qembedding}")
+    trim()
     enc_layers = model.whisper_encoder.transformer.layers
     for i, layer in enumerate(enc_layers):
         cast(layer)
@@ -287,7 +519,8 @@ def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: st
     quantize_linears(model.audio_language_projection, qlinear_encoder, group_size, "adapter")
     cast(model)  # the rest: norms, conv stem
     gc.collect()
-    model.setup_caches(max_enc_tokens, max_dec_tokens)
+    replace_quantized(model)  # plain tensors: no subclass copies in torch.export (QuantizedLinear)
+    model.setup_caches(max_enc_tokens, max_dec_tokens, zeroed=False)  # export needs only their shapes
     log("model prepared")
     return model
 
@@ -324,6 +557,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    return_freed_memory_to_os()
     try:
         tok = Tekken.from_file(a.tokenizer or Path(a.model_path) / "tekken.json")
         model = prepare_model(a.model_path, a.dtype, a.qlinear, a.qlinear_encoder, a.qlinear_group_size,

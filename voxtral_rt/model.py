@@ -116,14 +116,16 @@ class RingKVCache(nn.Module):
     size >= window + max_chunk - 1. Which slots a query may see is `ring_mask`.
     """
 
-    def __init__(self, n_kv_heads: int, head_dim: int, window: int, max_chunk: int, dtype: torch.dtype) -> None:
+    def __init__(self, n_kv_heads: int, head_dim: int, window: int, max_chunk: int, dtype: torch.dtype,
+                 zeroed: bool = True) -> None:
         super().__init__()
         self.window = window
         self.size = window + max_chunk
         self.max_chunk = max_chunk
+        new = torch.zeros if zeroed else torch.empty
         # No batch dim: slicing the valid prefix is then the only copy (ExecuTorch has no strided views).
-        self.register_buffer("k", torch.zeros(n_kv_heads, head_dim, self.size, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(n_kv_heads, self.size, head_dim, dtype=dtype), persistent=False)
+        self.register_buffer("k", new(n_kv_heads, head_dim, self.size, dtype=dtype), persistent=False)
+        self.register_buffer("v", new(n_kv_heads, self.size, head_dim, dtype=dtype), persistent=False)
 
     def update(self, start: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_valid: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k/v [S, H, D] at positions start..start+S-1 (start: int64 [1]); return the first n_valid slots
@@ -131,6 +133,11 @@ class RingKVCache(nn.Module):
         slots = (torch.arange(k.shape[0]) + start) % self.size
         self.k.index_copy_(2, slots, cast(k.permute(1, 2, 0), self.k.dtype))
         self.v.index_copy_(1, slots, cast(v.permute(1, 0, 2), self.v.dtype))
+        if torch.compiler.is_exporting():
+            # The functional slice_copy, which the .pte runs either way: a view of the buffer would make (non-strict)
+            # export guard n_valid != size, since a view of the whole buffer is special-cased.
+            return (torch.ops.aten.slice_copy.Tensor(self.k, 2, 0, n_valid),
+                    torch.ops.aten.slice_copy.Tensor(self.v, 1, 0, n_valid))
         return self.k[:, :, :n_valid], self.v[:, :n_valid]
 
 
@@ -337,17 +344,20 @@ class VoxtralRealtime(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.tok_embeddings.weight.dtype
+        return self.norm.weight.dtype  # a norm is never quantized (the embedding may be, for export)
 
-    def setup_caches(self, max_enc_tokens: int = 64, max_dec_tokens: int = 64, cache_dtype: torch.dtype | None = None) -> None:
-        """Allocate conv state and KV rings for chunks of up to max_enc_tokens audio tokens / max_dec_tokens positions."""
+    def setup_caches(self, max_enc_tokens: int = 64, max_dec_tokens: int = 64, cache_dtype: torch.dtype | None = None,
+                     zeroed: bool = True) -> None:
+        """Allocate conv state and KV rings for chunks of up to max_enc_tokens audio tokens / max_dec_tokens positions.
+        zeroed=False leaves the KV rings unwritten (no resident memory): enough for export, which needs only their
+        shapes (the runtime allocates its own); eager inference needs them zeroed, since masked slots must be finite."""
         a, e = self.args, self.args.encoder
         dtype = cache_dtype or self.dtype
         enc_frames = max_enc_tokens * e.downsample_factor
         for layer in self.whisper_encoder.transformer.layers:
-            layer.attention.cache = RingKVCache(e.n_heads, e.head_dim, e.sliding_window, enc_frames, dtype)
+            layer.attention.cache = RingKVCache(e.n_heads, e.head_dim, e.sliding_window, enc_frames, dtype, zeroed)
         for layer in self.layers:
-            layer.attention.cache = RingKVCache(a.n_kv_heads, a.head_dim, a.sliding_window, max_dec_tokens, dtype)
+            layer.attention.cache = RingKVCache(a.n_kv_heads, a.head_dim, a.sliding_window, max_dec_tokens, dtype, zeroed)
         self.whisper_encoder.dtype = self.dtype
         c1, c2 = self.whisper_encoder.conv_layers
         # Registered as buffers so export sees them as mutable state.

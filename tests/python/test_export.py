@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn as nn
 
 from voxtral_rt.checkpoint import load_model
 from voxtral_rt.protocol import EagerEngine, transcribe
@@ -79,6 +80,55 @@ def teacher_forced_logits(eng, tok: Tekken, audio: np.ndarray, ids: list[int]) -
         embs.extend(eng.encode(eng.preprocess(window), t0 * mpt // 2))
     seq = p.prompt + ids
     return torch.stack([eng.decode(eng.embed([seq[q]]) + embs[q][None], q, p.n_delay) for q in range(len(seq))])
+
+
+@pytest.mark.parametrize("kind", ["8da4w", "8w-embedding", "4w-embedding"])
+def test_row_block_quantization_equals_whole_matrix(kind):
+    """The exporter quantizes the vocab-sized head and embedding block of rows by block (bounded memory); the
+    result must be bit-identical to torchao quantizing the whole matrix, including a ragged last block."""
+    from torchao.quantization import quantize_
+
+    sys.path.insert(0, str(EXPORT.parent))
+    from export_voxtral_rt import _embedding_config, _linear_config, quantize_rows
+
+    torch.manual_seed(0)
+    w = (torch.randn(1000, 96) * torch.rand(1000, 1) * 3).to(torch.bfloat16)  # rows of different scales
+    if kind == "8da4w":
+        whole, blocked, cfg = nn.Linear(96, 1000, bias=False), nn.Linear(96, 1000, bias=False), _linear_config("8da4w", 32)
+    else:
+        whole, blocked = nn.Embedding(1000, 96), nn.Embedding(1000, 96)
+        cfg = _embedding_config(kind.split("-")[0], 32, 96)
+    whole.weight = nn.Parameter(w.float(), requires_grad=False)
+    quantize_(whole, cfg, filter_fn=lambda m, fqn: True)
+    blocked.weight = nn.Parameter(w.clone(), requires_grad=False)
+    quantize_rows(blocked, cfg, fp32=True, rows=300)
+    a, b = whole.weight, blocked.weight
+    assert type(a) is type(b) and a.shape == b.shape and a.dtype == b.dtype
+    for name in a.__tensor_flatten__()[0]:
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    x = torch.randn(5, 96) if kind == "8da4w" else torch.tensor([0, 299, 300, 999])
+    assert torch.equal(whole(x), blocked(x))
+
+
+@pytest.mark.parametrize("kind", ["8da4w", "8da8w", "4w", "8w-embedding", "4w-embedding"])
+def test_plain_quantized_modules_equal_torchao(kind):
+    """The exporter swaps torchao's quantized-weight tensor subclass for plain-tensor modules (cheaper to
+    export); their outputs must be bit-identical to torchao's own, with no copy of the quantized data."""
+    from torchao.quantization import quantize_
+
+    sys.path.insert(0, str(EXPORT.parent))
+    from export_voxtral_rt import _embedding_config, _linear_config, as_plain_quantized
+
+    torch.manual_seed(1)
+    if kind.endswith("embedding"):
+        mod, cfg, x = nn.Embedding(300, 64), _embedding_config(kind.split("-")[0], 32, 64), torch.tensor([[0, 7, 299]])
+    else:
+        mod, cfg, x = nn.Linear(64, 48), _linear_config(kind, 32), torch.randn(1, 5, 64) * 3
+    quantize_(mod, cfg, filter_fn=lambda m, fqn: True)
+    plain = as_plain_quantized(mod)
+    assert plain is not mod and not any(hasattr(t, "qdata") for t in plain.parameters())
+    assert plain.qdata.data_ptr() == mod.weight.qdata.data_ptr()  # shared, not copied
+    assert torch.equal(plain(x), mod(x))
 
 
 def test_quantized_pte_faithful_to_quantized_eager(tiny, pte_fp32):
