@@ -1,6 +1,7 @@
 """Benchmark the C++ runner on a .pte: offline and streaming, repeated, figures against the memory-bandwidth bound.
 
     python bench/bench_runner.py --pte model.pte --tokenizer tekken.json [--audio-s 60] [--repeats 3]
+    python bench/bench_runner.py --pte new.pte --baseline old.pte --tokenizer tekken.json   # A/B, interleaved
     python bench/bench_runner.py --full   # build the 4b synthetic checkpoint + export it first (heavy)
     python bench/bench_runner.py --full --upstream   # also export the upstream example (same checkpoint, its CPU
                                                      # recipe; ~27 min, ~22 GB) and compare method by method
@@ -110,6 +111,8 @@ def main() -> int:
     p.add_argument("--chunk-ms", type=int, default=80)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--modes", default="offline,streaming")
+    p.add_argument("--baseline", type=Path, help="another .pte of ours, run interleaved with --pte on the same audio "
+                   "(A, B, A, B, ...): reports both and the baseline/ours ratio of the medians")
     p.add_argument("--upstream", nargs="?", const="auto", type=str,
                    help="also time the upstream example's .pte method by method against ours (bench/compare_upstream.py); "
                         "give its model.pte, or nothing with --full to export it from the same checkpoint")
@@ -149,9 +152,20 @@ def main() -> int:
         wav = Path(td) / "bench.wav"
         sf.write(wav, speechlike(a.audio_s), 16000)
         for mode in a.modes.split(","):
-            runs = [run_once(a.pte, a.tokenizer, wav, mode == "streaming", a.chunk_ms, a.threads) for _ in range(a.repeats)]
+            runs, base_runs = [], []
+            for _ in range(a.repeats):  # interleaved, so that machine noise hits both alike
+                runs.append(run_once(a.pte, a.tokenizer, wav, mode == "streaming", a.chunk_ms, a.threads))
+                if a.baseline:
+                    base_runs.append(run_once(a.baseline, a.tokenizer, wav, mode == "streaming", a.chunk_ms, a.threads))
             result[mode] = summarize(runs)
             print(f"{mode}: {json.dumps(result[mode])}", file=sys.stderr, flush=True)
+            if a.baseline:
+                base = result.setdefault("baseline", {"pte": str(a.baseline)})[mode] = summarize(base_runs)
+                result[mode]["baseline_over_ours"] = {
+                    k: base[k]["median"] / result[mode][k]["median"]
+                    for k in ("rtf", "feed_p50_ms", "feed_p95_ms", "decoder_ms_per_token", "encoder_ms_per_80ms_audio",
+                              "load_ms", "rss_after_load_mib", "peak_rss_mib")}
+                print(f"{mode} baseline/ours: {json.dumps(result[mode]['baseline_over_ours'])}", file=sys.stderr, flush=True)
     wb = decoder_weight_bytes(None, a.model_dir)
     if wb:
         bw = result["memory_bandwidth"]["read_gbs"]
