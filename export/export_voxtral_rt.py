@@ -27,10 +27,23 @@ import ctypes
 import ctypes.util
 import dataclasses
 import gc
+import logging
 import resource
 import sys
 import time
+import warnings
 from pathlib import Path
+
+
+def _quiet_known_noise() -> None:
+    """Keep the progress lines readable: these messages are known and harmless here (40 of 65 lines before)."""
+    # torchao's CUDA-only kernels are absent from a CPU build; torch notes an API change of its own.
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
+    # By design: the caches' initial values are never read (stale ring slots are masked, and the runtime zero-fills
+    # its planned memory), so they are not stored in the .pte.
+    warnings.filterwarnings("ignore", message=r"Mutation on a buffer in the model is detected")
 
 import torch
 import torch.nn as nn
@@ -47,6 +60,10 @@ from voxtral_rt.tokenizer import Tekken  # noqa: E402
 
 FORMAT_VERSION = 2  # 2: attention masks are method inputs; cache slot counts in the metadata
 QLINEAR = ["8da4w", "8da8w", "4w", "8w", "none"]
+WEIGHT_ONLY_LINEAR_NOTE = (
+    "XNNPACK (ExecuTorch 1.5.1) has no weight-only quantized linear: {what} {kind} rounds the weights to the {bits}-bit "
+    "grid and stores them in float, so the .pte is as large and as fast as without it. For {bits}-bit weights on CPU "
+    "use 8da{bits}w (int8 dynamic activations).")
 QEMBEDDING = ["8w", "4w", "none"]
 
 _T0 = time.time()
@@ -191,27 +208,30 @@ class QuantizedLinear(nn.Module):
         super().__init__()
         from torchao.quantization.quant_primitives import _DTYPE_TO_QVALUE_BOUNDS
 
+        self.quantize_activations = w.activation_quantization is not None
+        # XNNPACK's dynamically quantized GEMM takes fp32 activations: in a bf16 model these linears compute in
+        # fp32 (cast in and out), which keeps them in XNNPACK. fp32 models are unchanged (no-op casts).
+        self.compute_dtype = torch.float32 if self.quantize_activations else w.dtype
         self.qdata = nn.Parameter(w.qdata, requires_grad=False)
         self.scale = nn.Parameter(w.scale, requires_grad=False)
         self.zero_point = nn.Parameter(w.zero_point, requires_grad=False)
-        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(cast(bias.detach(), self.compute_dtype), requires_grad=False)
         self.block_size = tuple(w.block_size)
         self.qmin, self.qmax = _DTYPE_TO_QVALUE_BOUNDS[w.target_dtype]
-        self.out_dtype = w.dtype
-        self.quantize_activations = w.activation_quantization is not None
 
     def dequantized_weight(self) -> torch.Tensor:
         return torch.ops.torchao.dequantize_affine(self.qdata, self.block_size, self.scale, self.zero_point,
-                                                   torch.int8, self.qmin, self.qmax, output_dtype=self.out_dtype)
+                                                   torch.int8, self.qmin, self.qmax, output_dtype=self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = cast(x, self.compute_dtype)
         if self.quantize_activations:  # int8, asymmetric, one scale per token: the "8da" of 8da4w
-            ops, block = torch.ops.torchao, [1] * (x.dim() - 1) + [x.shape[-1]]
-            scale, zero = ops.choose_qparams_affine(x, "ASYMMETRIC", block, torch.int8, -128, 127,
+            ops, block = torch.ops.torchao, [1] * (y.dim() - 1) + [y.shape[-1]]
+            scale, zero = ops.choose_qparams_affine(y, "ASYMMETRIC", block, torch.int8, -128, 127,
                                                     zero_point_dtype=torch.int8)
-            q = ops.quantize_affine(x, block, scale, zero, torch.int8, -128, 127)
-            x = ops.dequantize_affine(q, block, scale, zero, torch.int8, -128, 127, output_dtype=x.dtype)
-        return F.linear(x, self.dequantized_weight(), self.bias)
+            q = ops.quantize_affine(y, block, scale, zero, torch.int8, -128, 127)
+            y = ops.dequantize_affine(q, block, scale, zero, torch.int8, -128, 127, output_dtype=y.dtype)
+        return cast(F.linear(y, self.dequantized_weight(), self.bias), x.dtype)
 
 
 class QuantizedEmbedding(QuantizedLinear):
@@ -223,12 +243,20 @@ class QuantizedEmbedding(QuantizedLinear):
 
 
 def as_plain_quantized(mod: nn.Module) -> nn.Module:
-    """mod itself, or, if torchao quantized its weight, the QuantizedLinear/QuantizedEmbedding sharing its tensors."""
+    """mod itself, or, if torchao quantized its weight, the QuantizedLinear/QuantizedEmbedding sharing its tensors.
+    A weight-only quantized linear (4w, 8w) becomes an nn.Linear with the dequantized weight: XNNPACK in
+    ExecuTorch 1.5.1 has no weight-only quantized linear (see WEIGHT_ONLY_LINEAR_NOTE)."""
     w = getattr(mod, "weight", None)
     if not hasattr(w, "qdata"):
         return mod
     if isinstance(mod, nn.Embedding):
         return QuantizedEmbedding(w, None)
+    if w.activation_quantization is None:
+        with torch.device("meta"):
+            lin = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
+        lin.weight = nn.Parameter(QuantizedLinear(w, None).dequantized_weight(), requires_grad=False)
+        lin.bias = mod.bias
+        return lin
     return QuantizedLinear(w, mod.bias)
 
 
@@ -552,12 +580,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--max-dec-tokens must be in 1..1024")
     if a.sliding_window < 0:
         p.error("--sliding-window must be > 0 (or 0 for the model's own)")
+    for what, kind in (("--qlinear", a.qlinear), ("--qlinear-encoder", a.qlinear_encoder)):
+        if kind in ("4w", "8w"):
+            print("warning: " + WEIGHT_ONLY_LINEAR_NOTE.format(what=what, kind=kind, bits=kind[0]), file=sys.stderr)
     return a
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     return_freed_memory_to_os()
+    _quiet_known_noise()
     try:
         tok = Tekken.from_file(a.tokenizer or Path(a.model_path) / "tekken.json")
         model = prepare_model(a.model_path, a.dtype, a.qlinear, a.qlinear_encoder, a.qlinear_group_size,
