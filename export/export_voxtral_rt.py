@@ -356,7 +356,10 @@ def to_float32_module_by_module(model: nn.Module) -> None:
 # ----------------------------------------------------------------------------- export
 
 
-def metadata(model: VoxtralRealtime, tok: Tekken, max_enc_tokens: int, max_dec_tokens: int) -> dict[str, int]:
+def metadata(model: VoxtralRealtime, tok: Tekken, max_enc_tokens: int, max_dec_tokens: int,
+             delay_tokens: int | None = None) -> dict[str, int]:
+    """Every number the runner needs. delay_tokens: the default transcription delay (--delay-ms); the delay
+    stays a text_decoder input, so the runner can still choose any trained one per session."""
     a, e, au = model.args, model.args.encoder, tok.audio
     return {
         "format_version": FORMAT_VERSION,
@@ -376,7 +379,7 @@ def metadata(model: VoxtralRealtime, tok: Tekken, max_enc_tokens: int, max_dec_t
         "max_mel_frames": max_enc_tokens * e.mel_frames_per_token,
         "max_enc_tokens": max_enc_tokens,
         "max_dec_tokens": max_dec_tokens,
-        "default_delay_tokens": au.default_delay_tokens,
+        "default_delay_tokens": au.default_delay_tokens if delay_tokens is None else delay_tokens,
         "left_pad_tokens": au.streaming_n_left_pad_tokens,
         "right_pad_buffer_tokens": 10,
         "bos_id": tok.bos_id,
@@ -501,9 +504,11 @@ def lower(progs: dict, meta: dict[str, int]):
 
 def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: str, group_size: int,
                   qembedding: str, qembedding_group_size: int, max_enc_tokens: int, max_dec_tokens: int,
-                  sliding_window: int = 0) -> VoxtralRealtime:
+                  sliding_window: int = 0, encoder_group_size: int | None = None) -> VoxtralRealtime:
     """Load (mmapped bf16), then per block: cast to the export dtype and quantize, so at most one block
-    exists in float32 at a time (the 4b model is 17.7 GB in fp32, 2.5-5 GB quantized)."""
+    exists in float32 at a time (the 4b model is 17.7 GB in fp32, 2.5-5 GB quantized).
+    encoder_group_size: for the encoder and adapter linears (default: group_size)."""
+    enc_gs = group_size if encoder_group_size is None else encoder_group_size
     log(f"loading checkpoint {model_path}")
     model, _ = load_model(model_path, dtype=torch.bfloat16)  # mmapped, as stored
     model.eval().requires_grad_(False)
@@ -537,20 +542,30 @@ def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: st
     enc_layers = model.whisper_encoder.transformer.layers
     for i, layer in enumerate(enc_layers):
         cast(layer)
-        quantize_linears(layer, qlinear_encoder, group_size, f"encoder layer {i}/{len(enc_layers)}", quiet=i % 8 != 0)
+        quantize_linears(layer, qlinear_encoder, enc_gs, f"encoder layer {i}/{len(enc_layers)}", quiet=i % 8 != 0)
     for i, layer in enumerate(model.layers):
         cast(layer)
         # The small delay-conditioning MLP stays in float: it is 0.1% of the weights.
         quantize_linears(layer, qlinear, group_size, f"decoder layer {i}/{len(model.layers)}",
                          skip=("ada_rms_norm_t_cond",), quiet=i % 8 != 0)
     cast(model.audio_language_projection)
-    quantize_linears(model.audio_language_projection, qlinear_encoder, group_size, "adapter")
+    quantize_linears(model.audio_language_projection, qlinear_encoder, enc_gs, "adapter")
     cast(model)  # the rest: norms, conv stem
     gc.collect()
     replace_quantized(model)  # plain tensors: no subclass copies in torch.export (QuantizedLinear)
     model.setup_caches(max_enc_tokens, max_dec_tokens, zeroed=False)  # export needs only their shapes
     log("model prepared")
     return model
+
+
+def default_delay_tokens(tok: Tekken, delay_ms: float | None, delay_tokens: int | None) -> int:
+    """The delay the .pte carries as its default, checked against the delays the model was trained for."""
+    au = tok.audio
+    if delay_tokens is not None:
+        delay_ms = delay_tokens * au.ms_per_token
+    n = au.default_delay_tokens if delay_ms is None else au.delay_tokens(delay_ms)
+    log(f"default transcription delay {n} tokens = {n * au.ms_per_token:g} ms")
+    return n
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -562,17 +577,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--qlinear", choices=QLINEAR, default="none", help="decoder linears + LM head (default none)")
     p.add_argument("--qlinear-encoder", choices=QLINEAR, default="none", help="encoder + adapter linears (default none)")
     p.add_argument("--qlinear-group-size", type=int, default=32, help="group size for 4-bit linears (default 32)")
+    p.add_argument("--qlinear-encoder-group-size", type=int, default=None,
+                   help="group size for 4-bit encoder + adapter linears (default: --qlinear-group-size)")
     p.add_argument("--qembedding", choices=QEMBEDDING, default="none", help="token embedding (default none)")
     p.add_argument("--qembedding-group-size", type=int, default=32, help="group size for 4w embedding (default 32)")
     p.add_argument("--max-enc-tokens", type=int, default=16,
                    help="audio tokens (80 ms each) per audio_encoder call; bigger amortizes weight reads (default 16)")
     p.add_argument("--max-dec-tokens", type=int, default=64, help="positions per text_decoder call (prompt prefill; default 64)")
+    d = p.add_mutually_exclusive_group()
+    d.add_argument("--delay-ms", type=float, default=None,
+                   help="default transcription delay the .pte carries: a multiple of 80 ms in 80..1200, or 2400 "
+                        "(default: tekken.json's transcription_delay_ms, 480 for the real model). The delay is a "
+                        "text_decoder input, so runners can still pick another per session")
+    d.add_argument("--delay-tokens", type=int, default=None, help="the same in tokens (80 ms each), as upstream's flag")
     p.add_argument("--sliding-window", type=int, default=0,
                    help="decoder attention window in positions (default: the trained one from params.json, 8192 = "
                         "11 min). Smaller bounds the KV cache and the attention work per step after that much "
                         "audio, at the cost of context the model was trained with")
     a = p.parse_args(argv)
-    if a.qlinear_group_size <= 0 or a.qembedding_group_size <= 0:
+    if a.qlinear_group_size <= 0 or a.qembedding_group_size <= 0 or (a.qlinear_encoder_group_size or 1) <= 0:
         p.error("group sizes must be > 0")
     if not 1 <= a.max_enc_tokens <= 256:
         p.error("--max-enc-tokens must be in 1..256")
@@ -592,13 +615,14 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_known_noise()
     try:
         tok = Tekken.from_file(a.tokenizer or Path(a.model_path) / "tekken.json")
+        delay_tokens = default_delay_tokens(tok, a.delay_ms, a.delay_tokens)  # before minutes of loading
         model = prepare_model(a.model_path, a.dtype, a.qlinear, a.qlinear_encoder, a.qlinear_group_size,
                               a.qembedding, a.qembedding_group_size, a.max_enc_tokens, a.max_dec_tokens,
-                              a.sliding_window)
+                              a.sliding_window, a.qlinear_encoder_group_size)
         if tok.vocab_size != model.args.vocab_size:
             raise ConfigError(f"tokenizer vocab size {tok.vocab_size} != model vocab size {model.args.vocab_size}")
         tok.audio.check_matches(model.args.encoder, "tokenizer")
-        meta = metadata(model, tok, a.max_enc_tokens, a.max_dec_tokens)
+        meta = metadata(model, tok, a.max_enc_tokens, a.max_dec_tokens, delay_tokens)
         progs = export_programs(model, a.max_enc_tokens, a.max_dec_tokens)
         del model
         gc.collect()

@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pte", help="run an exported .pte (ExecuTorch Python runtime) instead of the eager model")
     t.add_argument("--tokenizer", help="tekken.json (default: next to the model / .pte)")
     t.add_argument("--delay-ms", type=float, default=None,
-                   help="transcription delay: a multiple of 80 ms in 80..1200, or 2400 (default: tekken.json's)")
+                   help="transcription delay: a multiple of 80 ms in 80..1200, or 2400 (default: the one the .pte was "
+                        "exported with; for a model dir, tekken.json's)")
     t.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager model dtype")
     t.add_argument("--chunk-ms", type=float, default=0, help="feed audio in chunks of N ms, as a live stream (0 = all at once)")
     t.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, token_times_ms, ...")

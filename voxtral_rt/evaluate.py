@@ -66,6 +66,7 @@ class _Timed:
         self.e = engine
         self.max_mel_frames, self.max_enc_tokens, self.max_dec_tokens = (
             engine.max_mel_frames, engine.max_enc_tokens, engine.max_dec_tokens)
+        self.default_delay_ms = engine.default_delay_ms
         self.decode_ms: list[float] = []
 
     def preprocess(self, window):
@@ -90,7 +91,7 @@ def _run_python(engine, tok, pairs, chunk_samples: int, delay_ms) -> tuple[list[
     from .protocol import StreamParams, StreamingSession
 
     timed = _Timed(engine)
-    params = StreamParams.from_tokenizer(tok, delay_ms)
+    params = StreamParams.from_tokenizer(tok, delay_ms, timed)
     feed_ms: list[float] = []
     rows = []
     for wav, ref in pairs:
@@ -235,7 +236,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--streaming", action="store_true", help="feed audio in --chunk-ms pieces, as a live stream")
     e.add_argument("--chunk-ms", type=float, default=80, help="chunk size with --streaming (default 80)")
     e.add_argument("--tokenizer", help="tekken.json (default: next to the model / .pte)")
-    e.add_argument("--delay-ms", type=float, default=None, help="transcription delay (default: tekken.json's)")
+    e.add_argument("--delay-ms", type=float, default=None, help="transcription delay (default: the .pte's, else tekken.json's)")
     e.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager model dtype")
     e.add_argument("--limit", type=int, default=0, help="only the first N files (sorted by name)")
     e.add_argument("--threads", type=int, default=0, help="CPU threads (torch / runner --threads; 0 = default)")

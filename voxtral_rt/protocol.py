@@ -26,6 +26,7 @@ class Engine(Protocol):
     max_mel_frames: int
     max_enc_tokens: int
     max_dec_tokens: int
+    default_delay_ms: float | None  # the model's own default (a .pte's export-time --delay-ms); None: tekken.json's
 
     def preprocess(self, window: np.ndarray) -> torch.Tensor: ...  # stream samples -> mel [1, n_mels, n]
 
@@ -43,6 +44,7 @@ class EagerEngine:
         from .mel import LogMel
 
         self.model = model
+        self.default_delay_ms = None  # tekken.json's transcription_delay_ms
         self.max_enc_tokens = max_enc_tokens
         self.max_dec_tokens = max_dec_tokens
         self.max_mel_frames = max_enc_tokens * model.args.encoder.mel_frames_per_token
@@ -99,8 +101,11 @@ class StreamParams:
         return self.window_size // 2 - self.hop_length
 
     @classmethod
-    def from_tokenizer(cls, tok: Tekken, delay_ms: float | None = None) -> "StreamParams":
+    def from_tokenizer(cls, tok: Tekken, delay_ms: float | None = None, engine: Engine | None = None) -> "StreamParams":
+        """delay_ms None: the engine's default (a .pte carries the one it was exported with), else tekken.json's."""
         a: AudioArgs = tok.audio
+        if delay_ms is None and engine is not None:
+            delay_ms = engine.default_delay_ms
         n_delay = a.delay_tokens(a.transcription_delay_ms if delay_ms is None else delay_ms)
         return cls(
             samples_per_token=a.samples_per_token, hop_length=a.hop_length, window_size=a.window_size,
@@ -275,7 +280,7 @@ def transcribe(engine: Engine, tok: Tekken, audio: np.ndarray, delay_ms: float |
     """Transcribe a whole clip (chunk_samples > 0 feeds it in chunks, as a live stream would)."""
     if len(audio) == 0:
         raise ConfigError("audio is empty (0 samples)")
-    params = StreamParams.from_tokenizer(tok, delay_ms)
+    params = StreamParams.from_tokenizer(tok, delay_ms, engine)
     s = StreamingSession(engine, params)
     step = chunk_samples if chunk_samples > 0 else len(audio)
     for i in range(0, len(audio), step):

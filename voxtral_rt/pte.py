@@ -56,6 +56,8 @@ class PteEngine:
         self.max_mel_frames = self.meta["max_mel_frames"]
         self.max_enc_tokens = self.meta["max_enc_tokens"]
         self.max_dec_tokens = self.meta["max_dec_tokens"]
+        ms_per_token = 1000 * self.meta["samples_per_token"] / self.meta["sample_rate"]
+        self.default_delay_ms = self.meta["default_delay_tokens"] * ms_per_token  # export's --delay-ms
 
     def _const(self, name: str) -> int:
         try:

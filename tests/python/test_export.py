@@ -176,7 +176,7 @@ def _missing_wheel_ops(pte: Path) -> list[str]:
 
 @pytest.mark.parametrize("flags", [
     ("--dtype", "bf16", "--qlinear", "8da4w", "--qlinear-encoder", "8da4w", "--qembedding", "8w"),
-    ("--qlinear", "4w", "--qlinear-encoder", "4w", "--qembedding", "4w"),
+    ("--qlinear", "4w", "--qlinear-encoder", "4w", "--qembedding", "4w", "--qlinear-encoder-group-size", "16"),
     ("--qlinear", "8da8w", "--qlinear-encoder", "8w"),
 ], ids=["bf16-8da4w-8w", "4w-4w-4w", "8da8w-8w"])
 def test_other_dtype_and_quantization_options(tiny, tmp_path, flags):
@@ -193,7 +193,8 @@ def test_other_dtype_and_quantization_options(tiny, tmp_path, flags):
     assert ("warning: XNNPACK" in r.stderr) == bool({opt["--qlinear"], opt["--qlinear-encoder"]} & {"4w", "8w"})
     assert _missing_wheel_ops(pte) == []
     eager = EagerEngine(prepare_model(str(tiny["dir"]), opt.get("--dtype", "fp32"), opt["--qlinear"],
-                                      opt["--qlinear-encoder"], 32, opt.get("--qembedding", "none"), 32, 8, 16), 8, 16)
+                                      opt["--qlinear-encoder"], 32, opt.get("--qembedding", "none"), 32, 8, 16,
+                                      encoder_group_size=int(opt.get("--qlinear-encoder-group-size", 32))), 8, 16)
     audio = _speech(16000, 2.5, 6)
     got = PteEngine(pte)
     ids = transcribe(got, tiny["tok"], audio)["token_ids"][:-1]
@@ -207,6 +208,8 @@ def test_other_dtype_and_quantization_options(tiny, tmp_path, flags):
     # kernels; the chaotic synthetic weights amplify that (bf16 vs fp32 in eager alone: ~8 % relative).
     max_rel = 0.35 if opt.get("--dtype") == "bf16" else 0.2
     assert torch.isfinite(b).all() and rels.median() < 0.15 and rels.max() < max_rel and agree >= 0.7
+    if opt.get("--dtype") != "bf16" and "8da" not in opt["--qlinear"] + opt["--qlinear-encoder"]:
+        assert rels.max() < 1e-3  # no activation quantization: the same weights give the same logits
 
 
 def _instructions(plan) -> list[str]:
@@ -335,3 +338,35 @@ def test_sliding_window_override_matches_eager(tiny, tmp_path):
     e = transcribe(EagerEngine(model.eval()), tiny["tok"], audio)
     assert transcribe(engine, tiny["tok"], audio)["token_ids"] == e["token_ids"]
     assert transcribe(engine, tiny["tok"], audio, chunk_samples=1280)["token_ids"] == e["token_ids"]
+
+
+def test_delay_ms_sets_the_pte_default(tiny, eager, tmp_path):
+    """--delay-ms (upstream: --delay-tokens) is the default delay the .pte carries: the Python runtime and the
+    CLI use it when no delay is asked for, and it transcribes as eager does at that delay. Delays the model was
+    not trained for are refused before any loading."""
+    pte = tmp_path / "d160.pte"
+    r = run_export(tiny["dir"], pte, "--delay-ms", "160")
+    assert r.returncode == 0, r.stderr[-3000:]
+    engine = PteEngine(pte)
+    assert engine.meta["default_delay_tokens"] == 2 and tiny["tok"].audio.default_delay_tokens == 6
+    audio = _speech(16000, 2.7, 31)
+    ref = transcribe(eager, tiny["tok"], audio, delay_ms=160)
+    got = transcribe(engine, tiny["tok"], audio)
+    assert got["delay_ms"] == 160 and got["token_ids"] == ref["token_ids"]
+    assert ref["token_ids"] != transcribe(eager, tiny["tok"], audio)["token_ids"]  # the delay matters
+    assert transcribe(engine, tiny["tok"], audio, delay_ms=480)["delay_ms"] == 480  # still a per-call choice
+    wav = tmp_path / "a.wav"
+    sf.write(wav, audio, 16000, subtype="FLOAT")  # the same samples (16-bit PCM would change the tiny model's tokens)
+    c = _cli("transcribe", "--pte", str(pte), str(wav), "--json", "--tokenizer", str(tiny["dir"] / "tekken.json"))
+    assert c.returncode == 0, c.stderr[-2000:]
+    assert json.loads(c.stdout)["delay_ms"] == 160 and json.loads(c.stdout)["token_ids"] == ref["token_ids"]
+    runner = ROOT / "runner" / "build" / "voxtral_realtime_runner"  # `make test` builds it first
+    c = subprocess.run([str(runner), "--model_path", str(pte), "--tokenizer_path", str(tiny["dir"] / "tekken.json"),
+                        "--audio_path", str(wav), "--json"], capture_output=True, text=True, timeout=600)
+    assert c.returncode == 0, c.stderr[-2000:]
+    assert json.loads(c.stdout)["delay_ms"] == 160 and json.loads(c.stdout)["token_ids"] == ref["token_ids"]
+    for flags, msg in [(("--delay-ms", "100"), "not a multiple of 80"), (("--delay-tokens", "16"), "not supported"),
+                       (("--delay-ms", "160", "--delay-tokens", "2"), "not allowed with")]:
+        r = run_export(tiny["dir"], tmp_path / "bad.pte", *flags)
+        assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / "bad.pte").exists()
