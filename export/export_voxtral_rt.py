@@ -27,7 +27,6 @@ import ctypes
 import ctypes.util
 import dataclasses
 import gc
-import logging
 import resource
 import sys
 import time
@@ -37,10 +36,9 @@ from pathlib import Path
 
 def _quiet_known_noise() -> None:
     """Keep the progress lines readable: these messages are known and harmless here (40 of 65 lines before)."""
-    # torchao's CUDA-only kernels are absent from a CPU build; torch notes an API change of its own.
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
+    from voxtral_rt import quiet_known_noise
+
+    quiet_known_noise()
     # By design: the caches' initial values are never read (stale ring slots are masked, and the runtime zero-fills
     # its planned memory), so they are not stored in the .pte.
     warnings.filterwarnings("ignore", message=r"Mutation on a buffer in the model is detected")
@@ -290,7 +288,7 @@ def _embedding_config(kind: str, group_size: int, dim: int):
     if kind == "8w":
         return IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
     if dim % group_size:
-        raise ConfigError(f"--qembedding 4w needs dim ({dim}) divisible by the group size {group_size}")
+        return None  # the caller leaves it in float and says so, as for linears
     return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size))
 
 
@@ -532,11 +530,13 @@ def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: st
         else:
             quantize_rows(model.output, _linear_config(qlinear, gs), dtype == "fp32")
             log(f"quantized the LM head to {qlinear}" + (f" (group {gs})" if gs else ""))
-    if qembedding == "none":
+    emb_cfg = None if qembedding == "none" else _embedding_config(qembedding, qembedding_group_size, model.args.dim)
+    if emb_cfg is None:
         cast(model.tok_embeddings)
+        if qembedding != "none":
+            log(f"  left the token embedding in float (dim {model.args.dim} % group size {qembedding_group_size})")
     else:
-        cfg = _embedding_config(qembedding, qembedding_group_size, model.args.dim)
-        quantize_rows(model.tok_embeddings, cfg, dtype == "fp32")
+        quantize_rows(model.tok_embeddings, emb_cfg, dtype == "fp32")
         log(f"quantized the token embedding to {qembedding}")
     trim()
     enc_layers = model.whisper_encoder.transformer.layers

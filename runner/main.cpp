@@ -289,6 +289,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "voxtral_rt: %s\n", msg.c_str());
     });
   }
+  voxtral_rt::route_executorch_logs();  // ExecuTorch's start-up chatter only with --verbose
 
   std::string err;
   voxtral_rt::RunnerOptions ropts;

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from . import quiet_known_noise
+
+    quiet_known_noise()
     try:
         return args.fn(args)
     except UsageError as e:

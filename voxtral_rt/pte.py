@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,27 @@ OPTIONAL_META = ("right_pad_buffer_tokens", "streaming_word_id", "ms_per_token")
 
 class PteError(ValueError):
     pass
+
+
+@contextlib.contextmanager
+def _without_cpuinfo_chatter():
+    """The runtime's threadpool logs five lines of CPU probing ("[cpuinfo_utils.cpp:71] Reading file ...") to
+    fd 2 when the first method loads; the Python runtime offers no log hook (the C++ runner routes them, see
+    route_executorch_logs). Capture fd 2 for the block and pass on every other line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().splitlines(keepends=True) if not ln.startswith(b"[cpuinfo_utils.cpp:")]
+            if kept:
+                sys.stderr.flush()
+                os.write(2, b"".join(kept))
 
 
 class PteEngine:
@@ -52,7 +77,8 @@ class PteEngine:
             raise PteError(f"{path}: missing method(s) {', '.join(missing)}; re-export the model")
         self.meta = {k: self._const(k) for k in REQUIRED_META + OPTIONAL_META if k in names}
         # Load every method up front: they share the cache buffers.
-        self.methods = {m: self.program.load_method(m) for m in METHODS}
+        with _without_cpuinfo_chatter():
+            self.methods = {m: self.program.load_method(m) for m in METHODS}
         self.max_mel_frames = self.meta["max_mel_frames"]
         self.max_enc_tokens = self.meta["max_enc_tokens"]
         self.max_dec_tokens = self.meta["max_dec_tokens"]

@@ -2,6 +2,7 @@
 
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
+#include <executorch/runtime/platform/platform.h>
 
 #include <sys/stat.h>
 
@@ -212,3 +213,23 @@ size_t set_num_threads(int threads) {
 }
 
 }  // namespace voxtral_rt::detail
+
+namespace voxtral_rt {
+namespace {
+
+void emit_executorch_log(et_timestamp_t, et_pal_log_level_t level, const char* filename, const char*, size_t line,
+                         const char* message, size_t length) {
+  while (length > 0 && (message[length - 1] == '\n' || message[length - 1] == '\r')) --length;
+  const LogLevel ours = level == kFatal ? LogLevel::Error : level == kError ? LogLevel::Warning : LogLevel::Debug;
+  const char* base = filename ? std::strrchr(filename, '/') : nullptr;
+  detail::log(ours, "executorch: %.*s (%s:%zu)", static_cast<int>(length), message,
+              base ? base + 1 : (filename ? filename : "?"), line);
+}
+
+}  // namespace
+
+void route_executorch_logs() {
+  executorch::runtime::register_pal(executorch::runtime::PalImpl::create(emit_executorch_log, __FILE__));
+}
+
+}  // namespace voxtral_rt

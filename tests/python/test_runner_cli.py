@@ -98,6 +98,21 @@ def test_stats_output(tiny, wavs):
         assert key.lower() in err.lower(), key
 
 
+def test_stderr_quiet_unless_verbose(tiny, wavs, tmp_path):
+    """A plain run prints the transcript and nothing on stderr: ExecuTorch's own start-up logs are routed through
+    the library's log callback (Debug level: shown with --verbose), its errors as warnings."""
+    args = ["--model_path", str(tiny["fp32"]), "--tokenizer_path", str(tiny["dir"] / "tekken.json"),
+            "--audio_path", str(wavs["mono16k"])]
+    r = run(*args)
+    assert r.returncode == 0 and r.stdout.strip() and r.stderr.decode() == ""
+    v = run(*args, "--verbose").stderr.decode()
+    assert "voxtral_rt: metadata format_version = 2" in v and "\nI 00:" not in "\n" + v
+    bad = tmp_path / "short.pte"
+    bad.write_bytes(tiny["fp32"].read_bytes()[:4096])
+    e = run("--model_path", str(bad), *args[2:]).stderr.decode()
+    assert "voxtral_rt: executorch: File size is too small" in e and "error: " in e
+
+
 def test_errors_are_clear(tiny, wavs, tmp_path):
     tok = str(tiny["dir"] / "tekken.json")
     bad = tmp_path / "bad.pte"

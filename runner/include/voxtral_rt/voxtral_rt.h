@@ -46,8 +46,13 @@ enum class LogLevel { Debug = 0, Info = 1, Warning = 2, Error = 3 };
 using LogCallback = std::function<void(LogLevel level, const std::string& message)>;
 
 // Route the library's log messages (never stdout). Default: stderr, Info and above. nullptr restores it.
-// ExecuTorch's own runtime logs go to stderr regardless.
 void set_log_callback(LogCallback callback);
+
+// Also send ExecuTorch's own runtime logs through that callback, prefixed "executorch: ": its Debug and Info
+// lines (e.g. cpuinfo probing at start-up) at Debug, its errors at Warning, fatal at Error. Without this
+// call they go to stderr as ExecuTorch prints them. It replaces ExecuTorch's process-wide log hook (its
+// PAL), so an app that installs its own hook should not call it. Call it before Runner::load.
+void route_executorch_logs();
 
 // ---------------------------------------------------------------------------------------------- model
 
