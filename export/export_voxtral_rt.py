@@ -597,6 +597,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.qlinear_group_size <= 0 or a.qembedding_group_size <= 0 or (a.qlinear_encoder_group_size or 1) <= 0:
         p.error("group sizes must be > 0")
+    if a.qlinear_encoder_group_size is None:
+        a.qlinear_encoder_group_size = a.qlinear_group_size
+    for flag, kind, gs in (("--qlinear-group-size", a.qlinear, a.qlinear_group_size),
+                           ("--qlinear-encoder-group-size", a.qlinear_encoder, a.qlinear_encoder_group_size)):
+        if kind == "8da4w" and gs % 32:  # XNNPACK's 4-bit kernels (ExecuTorch 1.5.1 asserts this while lowering)
+            p.error(f"{flag} {gs}: 8da4w on XNNPACK needs a multiple of 32")
     if not 1 <= a.max_enc_tokens <= 256:
         p.error("--max-enc-tokens must be in 1..256")
     if not 1 <= a.max_dec_tokens <= 1024:

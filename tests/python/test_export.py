@@ -371,3 +371,43 @@ def test_delay_ms_sets_the_pte_default(tiny, eager, tmp_path):
         r = run_export(tiny["dir"], tmp_path / "bad.pte", *flags)
         assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
         assert not (tmp_path / "bad.pte").exists()
+
+
+def test_odd_shapes_quantize_what_divides_and_keep_the_rest_float(tmp_path):
+    """Shapes the real model does not have (dims not multiples of 32, one decoder layer, MQA, odd windows): the
+    exporter quantizes every matrix the group size divides, keeps the others in float and says so, and the
+    .pte reproduces the same options' eager model, offline and streamed."""
+    import dataclasses
+
+    from voxtral_rt.config import TINY_MODEL
+    from voxtral_rt.synth import synth
+
+    sys.path.insert(0, str(EXPORT.parent))
+    from export_voxtral_rt import prepare_model
+
+    enc = dataclasses.replace(TINY_MODEL.encoder, dim=40, n_layers=3, n_heads=2, head_dim=32, hidden_dim=60,
+                              sliding_window=17)
+    args = dataclasses.replace(TINY_MODEL, dim=72, n_layers=1, n_heads=3, n_kv_heads=1, head_dim=32, hidden_dim=100,
+                               vocab_size=1500, sliding_window=13, encoder=enc)
+    d = synth(tmp_path / "odd", args=args, seed=3)
+    tok = Tekken.from_file(d / "tekken.json")
+    pte = tmp_path / "odd.pte"
+    flags = ("--qlinear", "8da4w", "--qlinear-encoder", "8da4w", "--qembedding", "4w")
+    r = run_export(d, pte, *flags, "--qlinear-group-size", "24")
+    assert r.returncode == 2 and "8da4w on XNNPACK needs a multiple of 32" in r.stderr and "Traceback" not in r.stderr
+    r = run_export(d, pte, *flags)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "left the token embedding in float (dim 72 % group size 32)" in r.stderr
+    assert "w2 (in_features 100 % 32)" in r.stderr and "left in float" in r.stderr
+    assert "quantized 1 decoder layer 0/1 linears" in r.stderr  # wo: 3 heads x 32 = 96 inputs
+    got = PteEngine(pte)
+    eager = EagerEngine(prepare_model(str(d), "fp32", "8da4w", "8da4w", 32, "4w", 32, 8, 16), 8, 16)
+    audio = _speech(16000, 3.3, 41)
+    offline = transcribe(got, tok, audio)
+    assert transcribe(got, tok, audio, chunk_samples=1000)["token_ids"] == offline["token_ids"]
+    ids = offline["token_ids"][:-1]
+    a = teacher_forced_logits(eager, tok, audio, ids).float()
+    b = teacher_forced_logits(got, tok, audio, ids).float()
+    rels = (a - b).norm(dim=-1) / a.norm(dim=-1)
+    agree = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+    assert torch.isfinite(b).all() and rels.median() < 0.15 and agree >= 0.7, (rels.median(), agree)
