@@ -268,6 +268,11 @@ def replace_quantized(root: nn.Module) -> None:
             replace_quantized(child)
 
 
+def group_size_for(kind: str, group_size: int) -> int:
+    """The group size a linear quantization uses: 4-bit kinds are grouped, 8-bit ones per channel (0)."""
+    return group_size if kind in ("8da4w", "4w") else 0
+
+
 def _linear_config(kind: str, group_size: int):
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig
     from torchao.quantization.granularity import PerAxis, PerGroup
@@ -299,7 +304,7 @@ def quantize_linears(root: nn.Module, kind: str, group_size: int, what: str, ski
         return
     from torchao.quantization import quantize_
 
-    gs = group_size if kind in ("8da4w", "4w") else 0
+    gs = group_size_for(kind, group_size)
     cfg = _linear_config(kind, gs)
     n_done, skipped = 0, []
     for name, mod in list(root.named_modules()):
@@ -355,9 +360,9 @@ def to_float32_module_by_module(model: nn.Module) -> None:
 
 
 def metadata(model: VoxtralRealtime, tok: Tekken, max_enc_tokens: int, max_dec_tokens: int,
-             delay_tokens: int | None = None) -> dict[str, int]:
-    """Every number the runner needs. delay_tokens: the default transcription delay (--delay-ms); the delay
-    stays a text_decoder input, so the runner can still choose any trained one per session."""
+             delay_tokens: int) -> dict[str, int]:
+    """Every number the runner needs. delay_tokens: the default transcription delay (default_delay_tokens); the
+    delay stays a text_decoder input, so the runner can still choose any trained one per session."""
     a, e, au = model.args, model.args.encoder, tok.audio
     return {
         "format_version": FORMAT_VERSION,
@@ -377,7 +382,7 @@ def metadata(model: VoxtralRealtime, tok: Tekken, max_enc_tokens: int, max_dec_t
         "max_mel_frames": max_enc_tokens * e.mel_frames_per_token,
         "max_enc_tokens": max_enc_tokens,
         "max_dec_tokens": max_dec_tokens,
-        "default_delay_tokens": au.default_delay_tokens if delay_tokens is None else delay_tokens,
+        "default_delay_tokens": delay_tokens,
         "left_pad_tokens": au.streaming_n_left_pad_tokens,
         "right_pad_buffer_tokens": 10,
         "bos_id": tok.bos_id,
@@ -521,7 +526,7 @@ def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: st
         conv.to_linear()
     cast = to_float32_module_by_module if dtype == "fp32" else (lambda m: None)
     # The vocab-sized matrices first, block of rows by block (quantize_rows).
-    gs = group_size if qlinear in ("8da4w", "4w") else 0
+    gs = group_size_for(qlinear, group_size)
     if model.output is not None:
         if qlinear == "none" or (gs and model.args.dim % gs):
             cast(model.output)
@@ -595,10 +600,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "11 min). Smaller bounds the KV cache and the attention work per step after that much "
                         "audio, at the cost of context the model was trained with")
     a = p.parse_args(argv)
-    if a.qlinear_group_size <= 0 or a.qembedding_group_size <= 0 or (a.qlinear_encoder_group_size or 1) <= 0:
-        p.error("group sizes must be > 0")
     if a.qlinear_encoder_group_size is None:
         a.qlinear_encoder_group_size = a.qlinear_group_size
+    if min(a.qlinear_group_size, a.qlinear_encoder_group_size, a.qembedding_group_size) <= 0:
+        p.error("group sizes must be > 0")
     for flag, kind, gs in (("--qlinear-group-size", a.qlinear, a.qlinear_group_size),
                            ("--qlinear-encoder-group-size", a.qlinear_encoder, a.qlinear_encoder_group_size)):
         if kind == "8da4w" and gs % 32:  # XNNPACK's 4-bit kernels (ExecuTorch 1.5.1 asserts this while lowering)

@@ -23,6 +23,7 @@ from conftest import foreign_program, run_export
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPORT = ROOT / "export" / "export_voxtral_rt.py"
+sys.path.insert(0, str(EXPORT.parent))  # the tests import its helpers (prepare_model, ...) lazily
 
 
 def _speech(sr: int, seconds: float, seed: int) -> np.ndarray:
@@ -82,13 +83,19 @@ def teacher_forced_logits(eng, tok: Tekken, audio: np.ndarray, ids: list[int]) -
     return torch.stack([eng.decode(eng.embed([seq[q]]) + embs[q][None], q, p.n_delay) for q in range(len(seq))])
 
 
+def logit_agreement(ref: torch.Tensor, got: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Per-position relative L2 error of `got` against `ref` logits, and the top-1 agreement rate."""
+    ref, got = ref.float(), got.float()
+    rels = (ref - got).norm(dim=-1) / ref.norm(dim=-1)
+    return rels, (ref.argmax(-1) == got.argmax(-1)).float().mean().item()
+
+
 @pytest.mark.parametrize("kind", ["8da4w", "8w-embedding", "4w-embedding"])
 def test_row_block_quantization_equals_whole_matrix(kind):
     """The exporter quantizes the vocab-sized head and embedding block of rows by block (bounded memory); the
     result must be bit-identical to torchao quantizing the whole matrix, including a ragged last block."""
     from torchao.quantization import quantize_
 
-    sys.path.insert(0, str(EXPORT.parent))
     from export_voxtral_rt import _embedding_config, _linear_config, quantize_rows
 
     torch.manual_seed(0)
@@ -116,7 +123,6 @@ def test_plain_quantized_modules_equal_torchao(kind):
     export); their outputs must be bit-identical to torchao's own, with no copy of the quantized data."""
     from torchao.quantization import quantize_
 
-    sys.path.insert(0, str(EXPORT.parent))
     from export_voxtral_rt import _embedding_config, _linear_config, as_plain_quantized
 
     torch.manual_seed(1)
@@ -138,7 +144,6 @@ def test_quantized_pte_faithful_to_quantized_eager(tiny, pte_fp32):
     """8da4w linears + 8w embedding. The .pte must reproduce the same torchao-quantized model run eagerly
     (XNNPACK's int8 activation rounding differs slightly from torchao's reference). Against fp32 the
     agreement is reported: the synthetic weights are chaotic on purpose, so 4-bit error is amplified."""
-    sys.path.insert(0, str(EXPORT.parent))
     from export_voxtral_rt import prepare_model
 
     q = PteEngine(tiny["q"])
@@ -146,13 +151,10 @@ def test_quantized_pte_faithful_to_quantized_eager(tiny, pte_fp32):
     eager_q = EagerEngine(prepare_model(str(tiny["dir"]), "fp32", "8da4w", "8da4w", 32, "8w", 32, 8, 16), 8, 16)
     audio = _speech(16000, 3.0, 4)
     ids = transcribe(q, tiny["tok"], audio)["token_ids"][:-1]
-    a = teacher_forced_logits(eager_q, tiny["tok"], audio, ids)
     b = teacher_forced_logits(q, tiny["tok"], audio, ids)
-    rel = ((a - b).norm(dim=-1) / a.norm(dim=-1)).max().item()
-    agree = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
-    f = teacher_forced_logits(pte_fp32, tiny["tok"], audio, ids)
-    rel_f = ((f - b).norm(dim=-1) / f.norm(dim=-1)).median().item()
-    agree_f = (f.argmax(-1) == b.argmax(-1)).float().mean().item()
+    rels, agree = logit_agreement(teacher_forced_logits(eager_q, tiny["tok"], audio, ids), b)
+    rels_f, agree_f = logit_agreement(teacher_forced_logits(pte_fp32, tiny["tok"], audio, ids), b)
+    rel, rel_f = rels.max().item(), rels_f.median().item()
     print(f"quantized .pte vs quantized eager: max rel logit err {rel:.3f}, top-1 agreement {agree:.3f}; "
           f"vs fp32 .pte: median rel err {rel_f:.3f}, top-1 agreement {agree_f:.3f}")
     assert rel < 0.2 and agree >= 0.7
@@ -183,7 +185,6 @@ def test_other_dtype_and_quantization_options(tiny, tmp_path, flags):
     """Every --dtype / --qlinear / --qembedding the CLI offers exports a .pte that runs on the wheel's runtime and
     reproduces the same options' eager model (weight-only linears have no XNNPACK kernel: float weights on the
     quantized grid, said in a warning; bf16 runs its dynamically quantized linears in fp32 for XNNPACK)."""
-    sys.path.insert(0, str(EXPORT.parent))
     from export_voxtral_rt import prepare_model
 
     pte = tmp_path / "v.pte"
@@ -198,10 +199,8 @@ def test_other_dtype_and_quantization_options(tiny, tmp_path, flags):
     audio = _speech(16000, 2.5, 6)
     got = PteEngine(pte)
     ids = transcribe(got, tiny["tok"], audio)["token_ids"][:-1]
-    a = teacher_forced_logits(eager, tiny["tok"], audio, ids).float()
-    b = teacher_forced_logits(got, tiny["tok"], audio, ids).float()
-    rels = (a - b).norm(dim=-1) / a.norm(dim=-1)
-    agree = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+    b = teacher_forced_logits(got, tiny["tok"], audio, ids)
+    rels, agree = logit_agreement(teacher_forced_logits(eager, tiny["tok"], audio, ids), b)
     print(f"{' '.join(flags)}: .pte vs eager rel logit err median {rels.median():.3f} max {rels.max():.3f}, "
           f"top-1 agreement {agree:.3f}")
     # bf16 (8-bit mantissa) is computed differently by eager torch (upcasts inside ops) and ExecuTorch's portable
@@ -382,7 +381,6 @@ def test_odd_shapes_quantize_what_divides_and_keep_the_rest_float(tmp_path):
     from voxtral_rt.config import TINY_MODEL
     from voxtral_rt.synth import synth
 
-    sys.path.insert(0, str(EXPORT.parent))
     from export_voxtral_rt import prepare_model
 
     enc = dataclasses.replace(TINY_MODEL.encoder, dim=40, n_layers=3, n_heads=2, head_dim=32, hidden_dim=60,
@@ -406,8 +404,6 @@ def test_odd_shapes_quantize_what_divides_and_keep_the_rest_float(tmp_path):
     offline = transcribe(got, tok, audio)
     assert transcribe(got, tok, audio, chunk_samples=1000)["token_ids"] == offline["token_ids"]
     ids = offline["token_ids"][:-1]
-    a = teacher_forced_logits(eager, tok, audio, ids).float()
-    b = teacher_forced_logits(got, tok, audio, ids).float()
-    rels = (a - b).norm(dim=-1) / a.norm(dim=-1)
-    agree = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+    b = teacher_forced_logits(got, tok, audio, ids)
+    rels, agree = logit_agreement(teacher_forced_logits(eager, tok, audio, ids), b)
     assert torch.isfinite(b).all() and rels.median() < 0.15 and agree >= 0.7, (rels.median(), agree)
