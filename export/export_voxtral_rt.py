@@ -6,7 +6,8 @@ Methods (shapes for the real model; all sizes also in the constant methods below
                                                             -> f32 [1, k, 3072]    audio embeddings, 1 <= k <= max_enc_tokens
   token_embedding  int64 [1, S]                             -> f32 [1, S, 3072]    1 <= S <= max_dec_tokens
   text_decoder     f32 [1, S, 3072], int64 [1] pos, int64 [1] delay_tokens, f32 [S, L] mask
-                                                            -> f32 [1, vocab] logits of the last position
+                                                            -> f32 [1, S, vocab] logits of every position (the
+                                                               runner verifies guessed positions with them)
 The masks are additive (0 / -inf) over the first L = min(end, cache_slots) ring slots (voxtral_rt.model.ring_mask;
 the runner computes them). Taking them as inputs makes every attention size an input size, so XNNPACK runs
 the attention matmuls and softmax, and attention work follows the valid length, not the capacity.
@@ -54,9 +55,9 @@ from voxtral_rt.checkpoint import CheckpointError  # noqa: E402
 from voxtral_rt.config import ConfigError  # noqa: E402
 from voxtral_rt.mel import export_log_mel  # noqa: E402
 from voxtral_rt.model import VoxtralRealtime, cast  # noqa: E402
+from voxtral_rt.pte import FORMAT_VERSION  # noqa: E402
 from voxtral_rt.tokenizer import Tekken  # noqa: E402
 
-FORMAT_VERSION = 2  # 2: attention masks are method inputs; cache slot counts in the metadata
 QLINEAR = ["8da4w", "8da8w", "4w", "8w", "none"]
 WEIGHT_ONLY_LINEAR_NOTE = (
     "XNNPACK (ExecuTorch 1.5.1) has no weight-only quantized linear: {what} {kind} rounds the weights to the {bits}-bit "
@@ -184,7 +185,7 @@ class TextDecoder(nn.Module):
         self.model = model
 
     def forward(self, h: torch.Tensor, pos: torch.Tensor, n_delay: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(h, pos, n_delay, mask=mask)
+        return self.model.decode(h, pos, n_delay, all_logits=True, mask=mask)
 
 
 # ----------------------------------------------------------------------------- quantization

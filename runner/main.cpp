@@ -37,6 +37,9 @@ DEFINE_int32(chunk_ms, 80, "audio per feed() call in streaming modes (ms)");
 DEFINE_int32(delay_ms, -1, "transcription delay (ms): -1 = model default; 80..1200 in steps of 80, or 2400");
 DEFINE_int32(max_enc_tokens, 0, "audio tokens per encoder call (0 = the model's maximum)");
 DEFINE_int32(threads, 0, "CPU threads (0 = ExecuTorch default)");
+DEFINE_int32(draft_tokens, -1,
+             "most guessed [STREAMING_PAD] positions per decoder call, verified exactly (same tokens for every value): "
+             "0 = one position per call; N = up to N guesses; -1 = adapt to this machine and the audio");
 DEFINE_bool(json, false, "print one JSON object {text, token_ids, token_times_ms, ...} instead of plain text");
 DEFINE_bool(stats, false, "print timing and memory statistics to stderr");
 DEFINE_bool(verbose, false, "debug logging to stderr");
@@ -79,6 +82,7 @@ int validate_flags() {
   if (FLAGS_delay_ms != -1 && FLAGS_delay_ms <= 0) return usage_error("--delay_ms must be -1 or > 0");
   if (FLAGS_max_enc_tokens < 0) return usage_error("--max_enc_tokens must be >= 0");
   if (FLAGS_threads < 0) return usage_error("--threads must be >= 0");
+  if (FLAGS_draft_tokens < -1) return usage_error("--draft_tokens must be >= -1 (-1 = adaptive)");
   return kOk;
 }
 
@@ -124,14 +128,15 @@ void print_stats(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStat
                "stats: load %.0f ms | audio %.2f s | wall %.0f ms | real-time factor %.3f\n"
                "stats: %lld tokens generated, %.1f tokens/s (decoder), first token after %.0f ms\n"
                "stats: decoder step p50 %.2f ms, p95 %.2f ms | mel %.0f ms | encoder %.0f ms (%lld calls, %lld tokens) "
-               "| decoder %.0f ms (%lld calls)\n"
+               "| decoder %.0f ms (%lld calls, %lld step calls over %lld positions)\n"
                "stats: peak RSS %.1f MiB\n",
                runner.load_ms(), audio_ms / 1000.0, wall_ms, audio_ms > 0 ? wall_ms / audio_ms : 0.0,
                static_cast<long long>(s.n_generated),
                s.decoder_ms > 0 ? 1000.0 * static_cast<double>(s.n_generated) / s.decoder_ms : 0.0, s.first_token_ms,
                percentile(s.step_ms, 0.5), percentile(s.step_ms, 0.95), s.preprocess_ms, s.encoder_ms,
                static_cast<long long>(s.n_encoder_calls), static_cast<long long>(s.n_audio_tokens), s.decoder_ms,
-               static_cast<long long>(s.n_decoder_calls), peak_rss_mib());
+               static_cast<long long>(s.n_decoder_calls), static_cast<long long>(s.n_step_calls),
+               static_cast<long long>(s.n_step_positions), peak_rss_mib());
 }
 
 // The same figures as print_stats, machine-readable (bench/ parses this).
@@ -158,6 +163,9 @@ nlohmann::json stats_json(const voxtral_rt::Runner& runner, const voxtral_rt::Se
   j["n_encoder_calls"] = s.n_encoder_calls;
   j["decoder_ms"] = s.decoder_ms;
   j["n_decoder_calls"] = s.n_decoder_calls;
+  j["n_step_calls"] = s.n_step_calls;
+  j["n_step_positions"] = s.n_step_positions;
+  j["tokens_per_step_call"] = s.n_step_calls > 0 ? static_cast<double>(s.n_generated - 1) / static_cast<double>(s.n_step_calls) : 0.0;
   j["peak_rss_mib"] = peak_rss_mib();
   j["rss_after_load_mib"] = g_rss_after_load_mib;
   j["rss_end_mib"] = proc_status_mib("VmRSS");
@@ -316,6 +324,7 @@ int main(int argc, char** argv) {
   voxtral_rt::SessionOptions sopts;
   sopts.delay_ms = FLAGS_delay_ms;
   sopts.max_enc_tokens = FLAGS_max_enc_tokens;
+  sopts.draft_tokens = FLAGS_draft_tokens;
   // A live stdin stream may run for days and prints as it goes: keep flat memory (--json needs every id).
   if (FLAGS_stdin && !FLAGS_json) sopts.max_history = 10000;
   auto session = runner->create_session(sopts, &err);

@@ -73,8 +73,10 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
     chunk = int(round(a.chunk_ms * tok.audio.sampling_rate / 1000))
     if a.chunk_ms > 0 and chunk == 0:
         raise UsageError("--chunk-ms is shorter than one sample")
+    if a.draft_tokens < -1:
+        raise UsageError("--draft-tokens must be >= -1 (-1 = adaptive, 0 = one position per decoder call)")
     t0 = time.time()
-    res = transcribe(engine, tok, audio, delay_ms=a.delay_ms, chunk_samples=chunk)
+    res = transcribe(engine, tok, audio, delay_ms=a.delay_ms, chunk_samples=chunk, draft_tokens=a.draft_tokens)
     res["audio_s"] = len(audio) / tok.audio.sampling_rate
     res["wall_s"] = time.time() - t0
     if a.json:
@@ -107,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager model dtype")
     t.add_argument("--chunk-ms", type=float, default=0, help="feed audio in chunks of N ms, as a live stream (0 = all at once)")
     t.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, token_times_ms, ...")
+    from .protocol import DRAFT_TOKENS_HELP
+
+    t.add_argument("--draft-tokens", type=int, default=-1, help=DRAFT_TOKENS_HELP)
     t.set_defaults(fn=_cmd_transcribe)
 
     from .evaluate import add_parser as add_eval_parser  # `eval`: WER / RTF / step latency over a data dir

@@ -60,7 +60,7 @@ def _pct(xs: list[float]) -> dict:
 
 
 class _Timed:
-    """Engine wrapper that records the wall time of every text-decoder call."""
+    """Engine wrapper that records the wall time of every text-decoder call after the prompt prefill."""
 
     def __init__(self, engine) -> None:
         self.e = engine
@@ -68,6 +68,7 @@ class _Timed:
             engine.max_mel_frames, engine.max_enc_tokens, engine.max_dec_tokens)
         self.default_delay_ms = engine.default_delay_ms
         self.decode_ms: list[float] = []
+        self.prompt_len = 0  # calls from this position on are generation calls (one or more positions)
 
     def preprocess(self, window):
         return self.e.preprocess(window)
@@ -81,22 +82,23 @@ class _Timed:
     def decode(self, h, pos, n_delay):
         t0 = time.perf_counter()
         out = self.e.decode(h, pos, n_delay)
-        if h.shape[0] == 1:  # one generation step (prompt prefill chunks are not steps)
+        if pos >= self.prompt_len:  # a generation call (prompt prefill chunks are not steps)
             self.decode_ms.append(1000 * (time.perf_counter() - t0))
         return out
 
 
-def _run_python(engine, tok, pairs, chunk_samples: int, delay_ms) -> tuple[list[dict], dict]:
+def _run_python(engine, tok, pairs, chunk_samples: int, delay_ms, draft_tokens: int) -> tuple[list[dict], dict]:
     from .audio import load_audio
     from .protocol import StreamParams, StreamingSession
 
     timed = _Timed(engine)
     params = StreamParams.from_tokenizer(tok, delay_ms, timed)
+    timed.prompt_len = len(params.prompt)
     feed_ms: list[float] = []
     rows = []
     for wav, ref in pairs:
         audio = load_audio(wav)
-        s = StreamingSession(timed, params)
+        s = StreamingSession(timed, params, draft_tokens=draft_tokens)
         t0 = time.perf_counter()
         step = chunk_samples if chunk_samples > 0 else len(audio)
         for i in range(0, len(audio), step):
@@ -120,8 +122,9 @@ _RE_STEP = re.compile(r"decoder step p50 ([\d.]+) ms, p95 ([\d.]+) ms")
 
 
 def _run_runner(runner: str, pte: str, tokenizer: Path, pairs, streaming: bool, chunk_ms: float, delay_ms,
-                threads: int) -> tuple[list[dict], dict]:
-    base = [runner, "--model_path", pte, "--tokenizer_path", str(tokenizer), "--json", "--stats"]
+                threads: int, draft_tokens: int) -> tuple[list[dict], dict]:
+    base = [runner, "--model_path", pte, "--tokenizer_path", str(tokenizer), "--json", "--stats",
+            "--draft_tokens", str(draft_tokens)]
     if streaming:
         base += ["--streaming", "--chunk_ms", str(int(chunk_ms))]
     if delay_ms is not None:
@@ -148,7 +151,7 @@ def _run_runner(runner: str, pte: str, tokenizer: Path, pairs, streaming: bool, 
 
 def evaluate(model: str, data_dir: str, *, runner: str | None = None, streaming: bool = False, chunk_ms: float = 80,
              tokenizer: str | None = None, delay_ms: float | None = None, dtype: str = "fp32", limit: int = 0,
-             threads: int = 0) -> tuple[dict, list[dict]]:
+             threads: int = 0, draft_tokens: int = -1) -> tuple[dict, list[dict]]:
     """Transcribe every pair in data_dir; return (summary, per-utterance rows)."""
     import jiwer
 
@@ -164,6 +167,8 @@ def evaluate(model: str, data_dir: str, *, runner: str | None = None, streaming:
         raise UsageError(f"{model}: neither a model directory nor a .pte file")
     if runner and not is_pte:
         raise UsageError("--runner needs a .pte model")
+    if draft_tokens < -1:
+        raise UsageError("--draft-tokens must be >= -1 (-1 = adaptive, 0 = one position per decoder call)")
     if streaming and chunk_ms <= 0:
         raise UsageError("--chunk-ms must be > 0 with --streaming")
     tok_path = _find_tokenizer(tokenizer, mp.parent if is_pte else mp)
@@ -173,7 +178,7 @@ def evaluate(model: str, data_dir: str, *, runner: str | None = None, streaming:
         if not Path(runner).is_file():
             raise UsageError(f"{runner}: runner binary not found (build it with `make runner`)")
         engine_name = "runner"
-        rows, timing = _run_runner(runner, str(mp), tok_path, pairs, streaming, chunk_ms, delay_ms, threads)
+        rows, timing = _run_runner(runner, str(mp), tok_path, pairs, streaming, chunk_ms, delay_ms, threads, draft_tokens)
         load_s = None
     else:
         if threads:
@@ -188,7 +193,7 @@ def evaluate(model: str, data_dir: str, *, runner: str | None = None, streaming:
         load_s = time.perf_counter() - t0
         engine_name = "pte" if is_pte else f"eager-{dtype}"
         chunk = int(round(chunk_ms * tok.audio.sampling_rate / 1000)) if streaming else 0
-        rows, timing = _run_python(engine, tok, pairs, chunk, delay_ms)
+        rows, timing = _run_python(engine, tok, pairs, chunk, delay_ms, draft_tokens)
     refs = [r["ref"] for r in rows]
     hyps = [r["hyp"] for r in rows]
     # jiwer rejects empty references; score those by hand (every hypothesis word is an insertion).
@@ -202,7 +207,7 @@ def evaluate(model: str, data_dir: str, *, runner: str | None = None, streaming:
     wrong = [r for r in rows if r["ref"] != r["hyp"]]
     summary = {
         "model": str(model), "engine": engine_name, "mode": "streaming" if streaming else "offline",
-        "chunk_ms": chunk_ms if streaming else None, "delay_ms": delay_ms,
+        "chunk_ms": chunk_ms if streaming else None, "delay_ms": delay_ms, "draft_tokens": draft_tokens,
         "n_utterances": len(rows), "n_ref_words": n_words,
         "wer": round((s + d + i) / max(1, n_words), 5), "substitutions": s, "deletions": d, "insertions": i,
         "n_wrong_utterances": len(wrong),
@@ -216,7 +221,8 @@ def evaluate(model: str, data_dir: str, *, runner: str | None = None, streaming:
 
 def _cmd_eval(a: argparse.Namespace) -> int:
     summary, rows = evaluate(a.model, a.data_dir, runner=a.runner, streaming=a.streaming, chunk_ms=a.chunk_ms,
-                             tokenizer=a.tokenizer, delay_ms=a.delay_ms, dtype=a.dtype, limit=a.limit, threads=a.threads)
+                             tokenizer=a.tokenizer, delay_ms=a.delay_ms, dtype=a.dtype, limit=a.limit, threads=a.threads,
+                             draft_tokens=a.draft_tokens)
     if a.details:
         with open(a.details, "w", encoding="utf-8") as f:
             for r in rows:
@@ -240,6 +246,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager model dtype")
     e.add_argument("--limit", type=int, default=0, help="only the first N files (sorted by name)")
     e.add_argument("--threads", type=int, default=0, help="CPU threads (torch / runner --threads; 0 = default)")
+    from .protocol import DRAFT_TOKENS_HELP
+
+    e.add_argument("--draft-tokens", type=int, default=-1, help=DRAFT_TOKENS_HELP)
     e.add_argument("--details", help="write one JSON line per utterance (ref, hyp, token ids, timing) here")
     e.add_argument("--pretty", action="store_true", help="indent the JSON")
     e.set_defaults(fn=_cmd_eval)

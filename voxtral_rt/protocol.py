@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import time
+
 import numpy as np
 import torch
 
@@ -34,7 +36,7 @@ class Engine(Protocol):
 
     def embed(self, ids: list[int]) -> torch.Tensor: ...  # -> [S, dim]
 
-    def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor: ...  # [S, dim] -> logits [vocab]
+    def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor: ...  # [S, dim] -> logits [S, vocab]
 
 
 class EagerEngine:
@@ -65,7 +67,7 @@ class EagerEngine:
 
     @torch.no_grad()
     def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor:
-        return self.model.decode(h[None], torch.tensor([pos]), torch.tensor([n_delay]))[0]
+        return self.model.decode(h[None], torch.tensor([pos]), torch.tensor([n_delay]), all_logits=True)[0]
 
 
 @dataclass
@@ -124,12 +126,78 @@ def offline_padded_audio(audio: np.ndarray, p: StreamParams) -> np.ndarray:
     )
 
 
+DRAFT_TOKENS_HELP = ("most guessed [STREAMING_PAD] positions per decoder call, verified exactly (the tokens are the same "
+                     "for every value): 0 = one position per call; N = up to N guesses; -1 (default) = adapt to this "
+                     "machine and the audio (measures call costs and the PAD share)")
+
+
+class DraftPolicy:
+    """How many positions each decoder call runs: the known one plus guessed `[STREAMING_PAD]`s.
+
+    A call over k positions whose audio embeddings exist feeds the known token at the first and PAD at the
+    others; position i's guess was right iff the argmax at i - 1 is PAD, so the call yields 1 + (number of
+    leading PADs among its first k - 1 argmaxes) tokens, exactly the greedy ones (docs/design.md, "Multi-position
+    decoding"). Whether k > 1 pays depends on the machine (a call of k rows costs between 1x and kx one row) and on
+    the PAD share, so with `adaptive` the policy measures: the wall time of calls of each candidate k (EMA), and
+    the PAD share of the generated tokens (EMA); it picks the k with the most expected tokens per second,
+    E[tokens | k] = (1 - p^k) / (1 - p) for PAD share p, and re-measures each candidate now and then. k = 1 is a
+    candidate, so it never plans slower than one position per call. Without `adaptive` it always takes
+    min(max_positions, available). C++ twin: runner/src/draft.h."""
+
+    REMEASURE_EVERY = 64  # calls between re-measuring the stalest candidate
+    ALPHA = 0.25  # EMA weight of a new observation
+
+    def __init__(self, max_positions: int, adaptive: bool) -> None:
+        self.max_positions = max(1, max_positions)
+        self.adaptive = adaptive and self.max_positions > 1
+        ks, k = [], 1
+        while k < self.max_positions:
+            ks.append(k)
+            k *= 2
+        self.candidates = ks + [self.max_positions]
+        self.cost_ms: dict[int, float] = {}
+        self.last_measured: dict[int, int] = {}
+        self.pad_share = 0.5
+        self.n_calls = 0
+
+    def expected_tokens(self, k: int) -> float:
+        p = min(self.pad_share, 0.999)
+        return (1 - p**k) / (1 - p)
+
+    def choose(self, available: int) -> int:
+        if not self.adaptive:
+            return min(self.max_positions, available)
+        fits = [k for k in self.candidates if k <= available]
+        if not fits:
+            return available  # fewer positions than the smallest candidate above 1: take them all
+        unmeasured = [k for k in fits if k not in self.cost_ms]
+        if unmeasured:
+            return unmeasured[0]
+        stalest = min(fits, key=lambda k: self.last_measured[k])
+        if self.n_calls - self.last_measured[stalest] > self.REMEASURE_EVERY:
+            return stalest
+        return max(fits, key=lambda k: self.expected_tokens(k) / self.cost_ms[k])
+
+    def observe(self, k: int, ms: float, tokens: list[int], pad_id: int) -> None:
+        self.n_calls += 1
+        if k in self.candidates:
+            old = self.cost_ms.get(k)
+            self.cost_ms[k] = ms if old is None else old + self.ALPHA * (ms - old)
+            self.last_measured[k] = self.n_calls
+        for t in tokens:
+            self.pad_share += 0.05 * ((t == pad_id) - self.pad_share)
+
+
 @dataclass
 class StreamingSession:
-    """One audio stream: feed 16 kHz mono float PCM in any chunk sizes, then flush(). Greedy decoding."""
+    """One audio stream: feed 16 kHz mono float PCM in any chunk sizes, then flush(). Greedy decoding.
+
+    draft_tokens: most guessed positions per decoder call (0 = one position per call); -1 (default) adapts
+    up to the model's max_dec_tokens - 1 (DraftPolicy). Every setting gives the same tokens."""
 
     engine: Engine
     params: StreamParams
+    draft_tokens: int = -1
     # --- state (same names as the C++ Session)
     samples_consumed: int = 0  # real audio samples fed so far
     stream_len: int = 0  # samples in the padded stream so far
@@ -143,8 +211,12 @@ class StreamingSession:
     flushed: bool = False
     eos: bool = False
     token_ids: list = field(default_factory=list)
+    n_decoder_calls: int = 0  # greedy-step calls (the prompt prefill not counted)
+    n_decoder_positions: int = 0  # positions those calls ran (accepted + rejected guesses)
 
     def __post_init__(self) -> None:
+        if self.draft_tokens < -1:
+            raise ConfigError(f"draft_tokens must be >= -1 (-1 = adaptive), got {self.draft_tokens}")
         self.reset()
 
     def reset(self) -> None:
@@ -160,6 +232,9 @@ class StreamingSession:
         self.flushed = False
         self.eos = False
         self.token_ids = []
+        self.n_decoder_calls = self.n_decoder_positions = 0
+        max_positions = self.engine.max_dec_tokens if self.draft_tokens < 0 else self.draft_tokens + 1
+        self.policy = DraftPolicy(min(max_positions, self.engine.max_dec_tokens), adaptive=self.draft_tokens < 0)
 
     # ---- public API
 
@@ -239,12 +314,15 @@ class StreamingSession:
             del self.audio_emb[:drop]
             self.audio_emb_start = self.dec_pos
 
-    def _emit(self, logits: torch.Tensor, out: list[int]) -> None:
+    def _emit(self, logits: torch.Tensor, out: list[int]) -> int:
+        if torch.isnan(logits).any():
+            raise RuntimeError(f"text_decoder produced NaN logits at position {self.dec_pos - 1}")
         tok = int(torch.argmax(logits))
         self.token_ids.append(tok)
         out.append(tok)
         if tok == self.params.eos_id:
             self.eos = True
+        return tok
 
     def _advance(self) -> list[int]:
         out: list[int] = []
@@ -260,7 +338,7 @@ class StreamingSession:
             for c0 in range(0, len(prompt), e.max_dec_tokens):
                 ids = prompt[c0 : c0 + e.max_dec_tokens]
                 h = e.embed(ids) + torch.stack([self._emb(c0 + i) for i in range(len(ids))])
-                logits = e.decode(h, c0, p.n_delay)
+                logits = e.decode(h, c0, p.n_delay)[-1]
             self.dec_pos = len(prompt)
             self._consume_emb()
             self._emit(logits, out)
@@ -268,20 +346,34 @@ class StreamingSession:
         # (transformers' generate length: n_audio_tokens - len(prompt) generated tokens in total).
         limit = self.n_total_tokens - 1 if self.flushed else self.enc_tokens
         while not self.eos and self.dec_pos < min(limit, self.enc_tokens):
-            h = e.embed([self.token_ids[-1]]) + self._emb(self.dec_pos)[None]
+            # k positions: the known token, then guessed PADs; keep the argmaxes up to the first guess that was wrong.
+            k = self.policy.choose(min(limit, self.enc_tokens) - self.dec_pos)
+            ids = [self.token_ids[-1]] + [p.streaming_pad_id] * (k - 1)
+            t0 = time.perf_counter()
+            h = e.embed(ids) + torch.stack([self._emb(self.dec_pos + i) for i in range(k)])
             logits = e.decode(h, self.dec_pos, p.n_delay)
-            self.dec_pos += 1
+            ms = (time.perf_counter() - t0) * 1000
+            self.n_decoder_calls += 1
+            self.n_decoder_positions += k
+            accepted = []
+            for i in range(k):
+                self.dec_pos += 1
+                tok = self._emit(logits[i], out)
+                accepted.append(tok)
+                if self.eos or tok != p.streaming_pad_id:
+                    break  # the next position's input was a PAD guess: wrong unless this token is PAD
             self._consume_emb()
-            self._emit(logits, out)
+            self.policy.observe(k, ms, accepted, p.streaming_pad_id)
         return out
 
 
-def transcribe(engine: Engine, tok: Tekken, audio: np.ndarray, delay_ms: float | None = None, chunk_samples: int = 0) -> dict:
+def transcribe(engine: Engine, tok: Tekken, audio: np.ndarray, delay_ms: float | None = None, chunk_samples: int = 0,
+               draft_tokens: int = -1) -> dict:
     """Transcribe a whole clip (chunk_samples > 0 feeds it in chunks, as a live stream would)."""
     if len(audio) == 0:
         raise ConfigError("audio is empty (0 samples)")
     params = StreamParams.from_tokenizer(tok, delay_ms, engine)
-    s = StreamingSession(engine, params)
+    s = StreamingSession(engine, params, draft_tokens=draft_tokens)
     step = chunk_samples if chunk_samples > 0 else len(audio)
     for i in range(0, len(audio), step):
         s.feed(audio[i : i + step])

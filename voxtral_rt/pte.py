@@ -14,7 +14,7 @@ import torch
 from .model import ring_mask
 from .tokenizer import Tekken
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 2: attention masks are method inputs; 3: text_decoder returns the logits of every position
 METHODS = ("preprocessor", "audio_encoder", "token_embedding", "text_decoder")
 REQUIRED_META = (
     "format_version", "sample_rate", "hop_length", "window_size", "num_mel_bins", "samples_per_token",
@@ -114,6 +114,7 @@ class PteEngine:
         return self.methods["token_embedding"].execute([torch.tensor([ids])])[0][0].clone()
 
     def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor:
+        """h [S, dim] at positions pos..pos+S-1 -> logits [S, vocab] of every position."""
         mask = ring_mask(pos, h.shape[0], self.meta["dec_sliding_window"], self.meta["dec_cache_slots"])
         out = self.methods["text_decoder"].execute([h[None].contiguous(), torch.tensor([pos]), torch.tensor([n_delay]),
                                                      mask])

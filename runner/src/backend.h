@@ -25,7 +25,7 @@ class ModelBackend {
   virtual Status encode(const float* mel, int64_t n_tokens, int64_t enc_pos, std::vector<float>* emb) = 0;
   // ids: [n] -> emb: [n][dim], 1 <= n <= max_dec_tokens.
   virtual Status embed(const int64_t* ids, int64_t n, std::vector<float>* emb) = 0;
-  // x: [n][dim] summed embeddings at positions pos..pos+n-1 -> logits of the last position: [vocab_size].
+  // x: [n][dim] summed embeddings at positions pos..pos+n-1 -> logits of every position: [n][vocab_size].
   virtual Status decode(const float* x, int64_t n, int64_t pos, int64_t delay_tokens, std::vector<float>* logits) = 0;
 };
 

@@ -142,7 +142,7 @@ class EtBackend : public ModelBackend {
     auto dt = from_blob(&d, {1}, ScalarType::Long);
     const int64_t len = ring_mask(pos, n, info_.dec_sliding_window, info_.dec_cache_slots, &mask_);
     auto m = from_blob(mask_.data(), {static_cast<int32_t>(n), static_cast<int32_t>(len)}, ScalarType::Float);
-    return run(kTextDecoderMethod, {EValue(*e), EValue(*pt), EValue(*dt), EValue(*m)}, info_.vocab_size, logits);
+    return run(kTextDecoderMethod, {EValue(*e), EValue(*pt), EValue(*dt), EValue(*m)}, n * info_.vocab_size, logits);
   }
 
  private:

@@ -11,7 +11,7 @@
 
 namespace voxtral_rt::detail {
 
-// Every int64 constant method of format_version 2, in design.md order. All are required.
+// Every int64 constant method of format_version 3, in design.md order. All are required.
 #define VOXTRAL_RT_METADATA_KEYS(X) \
   X(format_version)                 \
   X(sample_rate)                    \
@@ -40,7 +40,7 @@ namespace voxtral_rt::detail {
   X(num_special_tokens)             \
   X(ms_per_token)
 
-constexpr int64_t kFormatVersion = 2;  // 2: attention masks are method inputs
+constexpr int64_t kFormatVersion = 3;  // 2: attention masks are method inputs; 3: all-position logits
 
 // Methods the runner calls (besides the metadata).
 constexpr const char* kPreprocessorMethod = "preprocessor";

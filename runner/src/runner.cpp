@@ -186,6 +186,8 @@ std::unique_ptr<Session> Runner::create_session(const SessionOptions& options, s
   cfg.max_enc_tokens = options.max_enc_tokens;
   if (options.max_history < 0) return fail("max_history must be >= 0 (0 = keep every token)");
   cfg.max_history = options.max_history;
+  if (options.draft_tokens < -1) return fail("draft_tokens must be >= -1 (-1 = adaptive, 0 = one position per call)");
+  cfg.draft_tokens = options.draft_tokens;
   cfg.on_token = options.on_token;
   detail::ModelBackend* model = nullptr;
   s = impl_->acquire(&model);

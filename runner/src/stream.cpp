@@ -34,7 +34,12 @@ std::string strf(const char* fmt, int64_t a, int64_t b = 0, int64_t c = 0) {
 }  // namespace
 
 Stream::Stream(ModelBackend* model, const Tekken* tok, StreamConfig cfg)
-    : model_(model), tok_(tok), info_(model->info()), cfg_(std::move(cfg)) {
+    : model_(model),
+      tok_(tok),
+      info_(model->info()),
+      cfg_(std::move(cfg)),
+      policy_(std::min(cfg_.draft_tokens < 0 ? info_.max_dec_tokens : cfg_.draft_tokens + 1, info_.max_dec_tokens),
+              cfg_.draft_tokens < 0) {
   // Tokens per encoder call: the model's bounds (mel frames and encoder tokens), capped by the option.
   enc_chunk_ = std::min(info_.max_enc_tokens, info_.max_mel_frames / info_.mel_frames_per_token);
   if (cfg_.max_enc_tokens > 0) enc_chunk_ = std::min(enc_chunk_, cfg_.max_enc_tokens);
@@ -63,7 +68,7 @@ void Stream::reset() {
   pending_text_.clear();
   if (streamer_) streamer_->reset();
   stats_ = SessionStats();
-  t_first_feed_ms_ = -1;
+  t_first_feed_ms_ = -1;  // policy_ keeps what it measured: call costs are the machine's
   append_zeros(info_.left_pad_tokens * info_.samples_per_token);  // the left pad: L tokens of silence
 }
 
@@ -221,13 +226,14 @@ Status Stream::decode_ready(int64_t* n_new) {
   auto run_decoder = [&](int64_t pos, int64_t S) -> Status {
     VX_RETURN_IF_ERROR(model_->decode(x_.data(), S, pos, cfg_.delay_tokens, &logits_));
     stats_.n_decoder_calls++;
-    if (static_cast<int64_t>(logits_.size()) != info_.vocab_size)
-      return Status::error(strf("text_decoder returned %" PRId64 " logits, expected vocab_size %" PRId64,
-                                static_cast<int64_t>(logits_.size()), info_.vocab_size));
+    if (static_cast<int64_t>(logits_.size()) != S * info_.vocab_size)
+      return Status::error(strf("text_decoder returned %" PRId64 " logits, expected %" PRId64 " x vocab_size %" PRId64,
+                                static_cast<int64_t>(logits_.size()), S, info_.vocab_size));
     return Status();
   };
-  auto next = [&](int64_t pos, int64_t* id) -> Status {
-    *id = argmax(logits_.data(), info_.vocab_size);
+  // The argmax of row `row` of the last call (the position pos).
+  auto next = [&](int64_t row, int64_t pos, int64_t* id) -> Status {
+    *id = argmax(logits_.data() + row * info_.vocab_size, info_.vocab_size);
     if (*id < 0) return Status::error(strf("text_decoder produced NaN logits at position %" PRId64, pos));
     return Status();
   };
@@ -246,27 +252,46 @@ Status Stream::decode_ready(int64_t* n_new) {
       stats_.decoder_ms += now_ms() - t0;
       if (dec_pos_ == P) {  // the argmax at the last prompt position is the first generated token
         int64_t id;
-        VX_RETURN_IF_ERROR(next(P - 1, &id));
+        VX_RETURN_IF_ERROR(next(S - 1, P - 1, &id));
         emit(id, P);
         ++*n_new;
       }
     } else {
-      // One greedy step: feed the last generated token at dec_pos_ with audio_emb[dec_pos_].
-      if (dec_pos_ >= enc_pos_) break;
-      VX_RETURN_IF_ERROR(model_->embed(&next_token_, 1, &tok_emb_));
-      VX_RETURN_IF_ERROR(add_audio(dec_pos_, 1));
-      VX_RETURN_IF_ERROR(run_decoder(dec_pos_, 1));
-      int64_t id;
-      VX_RETURN_IF_ERROR(next(dec_pos_, &id));
-      ++dec_pos_;
+      // Greedy steps over k positions with audio embeddings: the last generated token at dec_pos_, then
+      // guessed PADs; keep the argmaxes up to the first guess that was wrong (draft.h). k = 1: one step.
+      const int64_t available = std::min(enc_pos_, generation_end()) - dec_pos_;
+      if (available <= 0) break;
+      const int64_t k = policy_.choose(available);
+      ids_.assign(static_cast<size_t>(k), info_.streaming_pad_id);
+      ids_[0] = next_token_;
+      VX_RETURN_IF_ERROR(model_->embed(ids_.data(), k, &tok_emb_));
+      VX_RETURN_IF_ERROR(add_audio(dec_pos_, k));
+      VX_RETURN_IF_ERROR(run_decoder(dec_pos_, k));
       const double dt = now_ms() - t0;
       stats_.decoder_ms += dt;
       stats_.step_ms.push_back(dt);
-      emit(id, dec_pos_);
-      ++*n_new;
+      stats_.n_step_calls++;
+      stats_.n_step_positions += k;
+      int64_t accepted = 0, n_pad = 0;
+      for (int64_t i = 0; i < k; ++i) {
+        int64_t id;
+        VX_RETURN_IF_ERROR(next(i, dec_pos_, &id));
+        ++dec_pos_;
+        ++accepted;
+        emit(id, dec_pos_);
+        ++*n_new;
+        if (finished() || id != info_.streaming_pad_id) break;  // the next input was a PAD guess: wrong
+        ++n_pad;
+      }
+      policy_.observe(k, dt, accepted, n_pad);
     }
   }
   return Status();
+}
+
+int64_t Stream::generation_end() const {
+  // After flush, transformers' generate length: the last audio embedding is never consumed.
+  return flushed_ ? stream_len_ / info_.samples_per_token - 1 : enc_pos_;
 }
 
 void Stream::emit(int64_t id, int64_t q) {

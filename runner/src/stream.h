@@ -7,7 +7,8 @@
 //   decoder: prompt P = [BOS] + [STREAMING_PAD]*(L+D), prefilled (chunks of <= max_dec_tokens from 0)
 //   once audio_emb[0..len(P)-1] exist; position p input = tok_emb(token_p) + audio_emb[p], run only once
 //   audio_emb[p] exists; the argmax at p is the token fed at p+1. Stop on EOS (kept) or, after flush,
-//   when n_generated == n_audio_tokens - len(P).
+//   when n_generated == n_audio_tokens - len(P). Generation calls may run several positions, guessing
+//   [STREAMING_PAD] after the first and keeping the argmaxes up to the first wrong guess (draft.h).
 //   Each feed/flush first encodes every ready token, then decodes: the same model calls as
 //   voxtral_rt/protocol.py for any feed sizes.
 //
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "draft.h"
 #include "status.h"
 #include "tekken.h"
 #include "voxtral_rt/voxtral_rt.h"
@@ -33,6 +35,7 @@ struct StreamConfig {
   int64_t delay_tokens = 6;
   int64_t max_enc_tokens = 0;  // 0 = model max
   int64_t max_history = 0;     // 0 = keep every token; else keep the last max_history..2*max_history
+  int64_t draft_tokens = -1;   // most guessed positions per decoder call; 0 = one position; -1 = adaptive
   TokenCallback on_token;
 };
 
@@ -75,6 +78,7 @@ class Stream {
   Status decode_ready(int64_t* n_new);
   void emit(int64_t id, int64_t q);
   bool generation_limit_reached() const;
+  int64_t generation_end() const;  // decoder positions that may run: up to the audio (or generate length)
   void append_stream(const float* pcm, size_t n);
   void append_zeros(int64_t n);
   void trim_buffers();
@@ -85,6 +89,7 @@ class Stream {
   const Tekken* tok_;
   ModelInfo info_;
   StreamConfig cfg_;
+  DraftPolicy policy_;
   int64_t enc_chunk_ = 1;
   std::vector<int64_t> prompt_;
 
@@ -114,6 +119,7 @@ class Stream {
 
   // scratch (sized once, reused)
   std::vector<float> window_, mel_, enc_out_, tok_emb_, x_, logits_;
+  std::vector<int64_t> ids_;
   SessionStats stats_;
   double t_first_feed_ms_ = -1;
 };

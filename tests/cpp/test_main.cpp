@@ -78,6 +78,7 @@ static std::string b64(const std::string& bytes) {
 
 // A small tekken.json: 10 specials (names for ranks 0,1,2,5,6), 256 byte tokens + a few merges.
 static const int kNumSpecial = 10;
+static const int64_t kPoison = kNumSpecial + 'Z';  // FakeModel's output for a position fed a wrong token
 static std::vector<std::string> g_vocab_bytes;
 
 static std::string tiny_tekken_json(int vocab_size = 0) {
@@ -416,7 +417,7 @@ static void test_audio_file_errors() {
 
 static ModelInfo tiny_info() {
   ModelInfo m;
-  m.format_version = 2;
+  m.format_version = 3;
   m.sample_rate = 16000;
   m.hop_length = 160;
   m.window_size = 400;
@@ -465,12 +466,12 @@ static void test_metadata() {
   Status s = read_model_info(reader, "m.pte", &got);
   CHECK(!s.ok() && s.message().find("max_dec_tokens") != std::string::npos);
   kv["max_dec_tokens"] = 5;
-  for (int64_t v : {1, 3}) {
+  for (int64_t v : {1, 2, 4}) {
     kv["format_version"] = v;
     s = read_model_info(reader, "m.pte", &got);
     CHECK(!s.ok() && s.message().find("format_version") != std::string::npos);
   }
-  kv["format_version"] = 2;
+  kv["format_version"] = 3;
   kv["dec_cache_slots"] = 64 + 3;  // a 5-position chunk would overwrite keys its first query needs
   s = read_model_info(reader, "m.pte", &got);
   CHECK(!s.ok() && s.message().find("dec_cache_slots") != std::string::npos);
@@ -509,7 +510,9 @@ static void test_metadata() {
 //   mel frame value (all bins)   = stream[hop*i] (the frame's centre sample)
 //   audio_emb[t][d]              = mel frame 8t + d  (d < dim <= 8)
 //   tok_emb[id][d]               = 1000 * id + d
-//   token generated at position p = script(p)
+//   token generated at position p = script(p) if the token fed at p is the right one (script(p-1), or the
+//                                   prompt's), else kPoison: a wrongly accepted guess shows in the output
+//   Multi-position calls may run guessed positions again: a call starts at most at the end of the last one.
 struct FakeModel : ModelBackend {
   ModelInfo m = tiny_info();
   std::vector<float> ref_stream;   // zeros(L*spt) ++ audio ++ right pad (set by the test)
@@ -517,9 +520,10 @@ struct FakeModel : ModelBackend {
   std::vector<float> last_window;
   int64_t last_n_frames = 0;
   int64_t n_encoded = 0;          // tokens encoded so far
-  int64_t expect_next_pos = 0;    // decoder positions must be contiguous from 0
+  int64_t expect_next_pos = 0;    // decoder positions must be contiguous from 0 (or re-run a guessed one)
+  int64_t last_call_pos = -1;     // start of the last decode call
   int64_t pending_embed_pos = -1;
-  std::vector<int64_t> fed;       // token fed at each decoder position
+  std::vector<int64_t> fed;       // token fed at each decoder position (the last time it ran)
   int errors = 0;
   int64_t max_prefill = 0, max_enc_call = 0;
   std::vector<std::string> log;
@@ -574,7 +578,7 @@ struct FakeModel : ModelBackend {
     return Status();
   }
   Status decode(const float* x, int64_t n, int64_t pos, int64_t, std::vector<float>* logits) override {
-    if (pos != expect_next_pos || n < 1 || n > m.max_dec_tokens || pos + n > n_encoded) {
+    if (pos > expect_next_pos || pos <= last_call_pos || n < 1 || n > m.max_dec_tokens || pos + n > n_encoded) {
       ++errors;
       log.push_back("bad decode call at " + std::to_string(pos));
     }
@@ -596,11 +600,18 @@ struct FakeModel : ModelBackend {
           break;
         }
       }
-      fed.push_back(id);
+      if (static_cast<int64_t>(fed.size()) <= p) fed.resize(static_cast<size_t>(p + 1), -1);
+      fed[static_cast<size_t>(p)] = id;
     }
+    last_call_pos = pos;
     expect_next_pos = pos + n;
-    logits->assign(static_cast<size_t>(m.vocab_size), 0.0f);
-    (*logits)[static_cast<size_t>(script(pos + n - 1))] = 1.0f;
+    logits->assign(static_cast<size_t>(n * m.vocab_size), 0.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t p = pos + i;
+      const int64_t right = p == 0 ? m.bos_id : (prompt_len && p < prompt_len) ? m.streaming_pad_id : script(p - 1);
+      const bool input_ok = prompt_len == 0 || fed[static_cast<size_t>(p)] == right;  // 0: prompt unknown
+      (*logits)[static_cast<size_t>(i * m.vocab_size + (input_ok ? script(p) : kPoison))] = 1.0f;
+    }
     return Status();
   }
 };
@@ -632,13 +643,15 @@ struct RunResult {
 
 // Feed `audio` in chunks of chunk samples (0 = all at once), then flush.
 static RunResult run_stream(const std::vector<float>& audio, size_t chunk, int64_t delay, const Tekken* tok,
-                            std::function<int64_t(int64_t)> script = nullptr, int64_t max_enc = 0) {
+                            std::function<int64_t(int64_t)> script = nullptr, int64_t max_enc = 0,
+                            int64_t draft_tokens = 0) {
   FakeModel fake;
   if (script) fake.script = script;
   fake.ref_stream = reference_stream(fake.m, audio, delay);
   StreamConfig cfg;
   cfg.delay_tokens = delay;
   cfg.max_enc_tokens = max_enc;
+  cfg.draft_tokens = draft_tokens;
   RunResult r;
   cfg.on_token = [&](const TokenEvent& ev) { r.streamed_text += ev.text; };
   Stream st(&fake, tok, cfg);
@@ -787,6 +800,67 @@ static void test_protocol_eos_and_text() {
   }
 }
 
+// Multi-position decoding: any draft setting gives the tokens (and final fed tokens) of one position per
+// call, for PAD-heavy, PAD-free and EOS-in-a-batch scripts and any feed size; guesses are verified (a wrongly
+// accepted row would carry kPoison); a backlog takes fewer calls.
+static void test_protocol_drafts() {
+  const ModelInfo m = tiny_info();
+  const auto audio = ramp_audio(40 * 1280 + 333);
+  const int64_t D = 2, P = m.left_pad_tokens + D + 1;
+  const std::vector<std::function<int64_t(int64_t)>> scripts = {
+      [&](int64_t p) { return p % 7 < 5 ? m.streaming_pad_id : kNumSpecial + 'a' + p % 26; },  // bursts of PAD
+      [&](int64_t p) { return (p * 2654435761u) % 4 ? m.streaming_pad_id : kNumSpecial + 'b'; },
+      [&](int64_t) { return m.streaming_pad_id; },                                                  // all PAD
+      [&](int64_t p) { return kNumSpecial + 'a' + p % 26; },                                        // no PAD
+      [&](int64_t p) { return p == P + 9 ? m.eos_id : m.streaming_pad_id; },  // EOS inside a PAD run
+  };
+  for (const auto& script : scripts) {
+    const RunResult ref = run_stream(audio, 0, D, nullptr, script, 0, 0);
+    CHECK_EQ(ref.fake_errors, 0);
+    CHECK(std::find(ref.ids.begin(), ref.ids.end(), kPoison) == ref.ids.end());
+    for (int64_t draft : {1, 2, 4, 100, -1}) {
+      for (size_t chunk : {size_t(0), size_t(1280), size_t(4000), size_t(77)}) {
+        const RunResult r = run_stream(audio, chunk, D, nullptr, script, 0, draft);
+        CHECK_EQ(r.fake_errors, 0);
+        CHECK(r.ids == ref.ids);
+        // Positions past an EOS inside a call ran with guesses and are never run again: compare up to the end.
+        CHECK(r.fed.size() >= ref.fed.size() && std::equal(ref.fed.begin(), ref.fed.end(), r.fed.begin()));
+        CHECK(r.fed.size() == ref.fed.size() || ref.ids.back() == m.eos_id);
+        CHECK(r.times == ref.times);
+        if (draft > 0 && chunk == 0 && script(P + 1) == m.streaming_pad_id)
+          CHECK(r.decode_calls.size() < ref.decode_calls.size());  // PAD runs were verified in batches
+      }
+    }
+  }
+}
+
+static void test_draft_policy() {
+  // Not adaptive: as many positions as allowed and available.
+  DraftPolicy fixed(5, false);
+  CHECK_EQ(fixed.choose(3), 3);
+  CHECK_EQ(fixed.choose(9), 5);
+  // Adaptive: measures 1, 2, 4, 8 first (when that many are available), then takes the best tokens per ms.
+  DraftPolicy a(8, true);
+  CHECK_EQ(a.choose(1), 1);
+  a.observe(1, 10.0, 1, 1);
+  CHECK_EQ(a.choose(8), 2);
+  a.observe(2, 11.0, 2, 2);
+  CHECK_EQ(a.choose(8), 4);
+  a.observe(4, 12.0, 4, 4);
+  CHECK_EQ(a.choose(8), 8);
+  a.observe(8, 13.0, 8, 8);
+  CHECK_EQ(a.choose(8), 8);  // all PAD, 8 rows cost ~1.3 rows: run 8
+  CHECK_EQ(a.choose(3), 2);  // only what is available
+  // A machine where rows cost full price and no guess is ever right: back to one position.
+  DraftPolicy b(8, true);
+  b.observe(1, 10.0, 1, 0);
+  b.observe(2, 20.0, 1, 0);
+  b.observe(4, 40.0, 1, 0);
+  b.observe(8, 80.0, 1, 0);
+  for (int i = 0; i < 60; ++i) b.observe(1, 10.0, 1, 0);  // the PAD share estimate falls to ~0
+  CHECK_EQ(b.choose(8), 1);
+}
+
 static void test_stream_errors_and_reset() {
   FakeModel fake;
   const auto audio = ramp_audio(4000);
@@ -816,6 +890,7 @@ static void test_stream_errors_and_reset() {
   st.reset();
   fake.n_encoded = 0;
   fake.expect_next_pos = 0;
+  fake.last_call_pos = -1;
   CHECK(st.feed(audio.data(), audio.size(), &n).ok());
   CHECK(st.flush(&n).ok());
   CHECK(st.token_ids() == first);
@@ -824,6 +899,7 @@ static void test_stream_errors_and_reset() {
   st.reset();
   fake.n_encoded = 0;
   fake.expect_next_pos = 0;
+  fake.last_call_pos = -1;
   const int64_t L = fake.m.left_pad_tokens, spt = 1280;
   CHECK_EQ(st.tokens_ready(), L - 1);  // the left pad alone: last pad token needs 40 samples of audio
   CHECK(st.feed(audio.data(), 39, &n).ok());
@@ -839,6 +915,8 @@ static void test_stream_errors_and_reset() {
 
 int main() {
   run("base64", test_base64);
+  run("protocol_drafts", test_protocol_drafts);
+  run("draft_policy", test_draft_policy);
   run("utf8_replace", test_utf8_replace);
   run("tekken_decode", test_tekken_decode);
   run("tekken_errors", test_tekken_errors);

@@ -45,6 +45,18 @@ def run_export(model_dir: Path, out: Path, *flags: str) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="session")
+def demo_pte(tmp_path_factory) -> Path:
+    """The demo model (models/demo) exported once per test session, as `make demo` does it (8da4w linears +
+    8-bit embedding)."""
+    out = tmp_path_factory.mktemp("demo") / "demo_8da4w.pte"
+    r = subprocess.run([sys.executable, str(EXPORT), "--model-path", str(ROOT / "models" / "demo"), "--output", str(out),
+                        "--qlinear", "8da4w", "--qlinear-encoder", "8da4w", "--qembedding", "8w"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     from voxtral_rt.synth import synth
     from voxtral_rt.tokenizer import Tekken

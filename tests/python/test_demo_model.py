@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from voxtral_rt.audio import load_audio
@@ -20,7 +19,6 @@ from voxtral_rt.tokenizer import Tekken
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "models" / "demo"
 TOKENIZER = DEMO / "tekken.json"
-EXPORT = ROOT / "export" / "export_voxtral_rt.py"
 RUNNER = ROOT / "runner" / "build" / "voxtral_realtime_runner"
 SAMPLES = sorted((DEMO / "samples").glob("*.wav"))
 
@@ -32,17 +30,6 @@ def _ref(wav: Path) -> str:
 def _py(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "voxtral_rt", *args], capture_output=True, text=True, timeout=600,
                           cwd=ROOT)
-
-
-@pytest.fixture(scope="module")
-def demo_pte(tmp_path_factory) -> Path:
-    """The demo model exported once, as `make demo` does it (8da4w linears + 8-bit embedding)."""
-    out = tmp_path_factory.mktemp("demo") / "demo_8da4w.pte"
-    r = subprocess.run([sys.executable, str(EXPORT), "--model-path", str(DEMO), "--output", str(out),
-                        "--qlinear", "8da4w", "--qlinear-encoder", "8da4w", "--qembedding", "8w"],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
 
 
 def test_bundle_is_a_small_native_checkpoint():

@@ -259,7 +259,7 @@ def test_op_audit_only_wheel_kernels(tiny):
 
 def test_pte_metadata(tiny, pte_fp32):
     m, tok = pte_fp32.meta, tiny["tok"]
-    assert m["format_version"] == 2
+    assert m["format_version"] == 3
     assert m["enc_cache_slots"] >= m["enc_sliding_window"] + 4 * m["max_enc_tokens"] - 1
     assert m["dec_cache_slots"] >= m["dec_sliding_window"] + m["max_dec_tokens"] - 1
     assert (m["bos_id"], m["eos_id"], m["streaming_pad_id"]) == (tok.bos_id, tok.eos_id, tok.streaming_pad_id)
@@ -297,12 +297,13 @@ def test_bad_pte_errors(tiny, tmp_path):
     foreign_program(future, {"format_version": 99})
     with pytest.raises(PteError, match="format_version 99"):
         PteEngine(future)
-    older = tmp_path / "older.pte"
-    foreign_program(older, {"format_version": 1})  # an export from before the masks became inputs
-    with pytest.raises(PteError, match="format_version 1 is not supported"):
-        PteEngine(older)
+    for old in (1, 2):  # 1: before the masks became inputs; 2: text_decoder gave the last position's logits only
+        older = tmp_path / f"older{old}.pte"
+        foreign_program(older, {"format_version": old})
+        with pytest.raises(PteError, match=f"format_version {old} is not supported"):
+            PteEngine(older)
     nometh = tmp_path / "nometh.pte"
-    foreign_program(nometh, {"format_version": 2})
+    foreign_program(nometh, {"format_version": 3})
     with pytest.raises(PteError, match="missing method"):
         PteEngine(nometh)
     other = tmp_path / "other.pte"

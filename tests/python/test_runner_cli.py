@@ -106,7 +106,7 @@ def test_stderr_quiet_unless_verbose(tiny, wavs, tmp_path):
     r = run(*args)
     assert r.returncode == 0 and r.stdout.strip() and r.stderr.decode() == ""
     v = run(*args, "--verbose").stderr.decode()
-    assert "voxtral_rt: metadata format_version = 2" in v and "\nI 00:" not in "\n" + v
+    assert "voxtral_rt: metadata format_version = 3" in v and "\nI 00:" not in "\n" + v
     bad = tmp_path / "short.pte"
     bad.write_bytes(tiny["fp32"].read_bytes()[:4096])
     e = run("--model_path", str(bad), *args[2:]).stderr.decode()

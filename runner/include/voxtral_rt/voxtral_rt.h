@@ -57,7 +57,7 @@ void route_executorch_logs();
 // ---------------------------------------------------------------------------------------------- model
 
 struct RunnerOptions {
-  std::string model_path;      // .pte written by export/export_voxtral_rt.py (format_version 2)
+  std::string model_path;      // .pte written by export/export_voxtral_rt.py (format_version 3)
   std::string tokenizer_path;  // tekken.json of the same model
   int threads = 0;             // ExecuTorch CPU threadpool size; 0 = its default. Process-wide: set it
                                // before any Session runs (see "Thread safety").
@@ -113,6 +113,12 @@ struct SessionOptions {
   // runs in flat memory (text() then decodes those tokens only). Counters, on_token and take_text() are
   // unaffected. Live callers that consume take_text()/on_token should set it (the CLI's --stdin does).
   int64_t max_history = 0;
+  // Most guessed positions per decoder call. The decoder verifies [STREAMING_PAD] guesses for positions whose
+  // audio is already encoded (a backlog, offline files) and keeps the argmaxes up to the first wrong guess:
+  // the tokens are exactly those of one position per call, for every value. 0 = one position per call;
+  // N > 0 = up to N guesses; -1 = adaptive: measures what calls of k positions cost on this machine and the
+  // PAD share it sees, and runs the k with the most tokens per second (never planned slower than 0).
+  int draft_tokens = -1;
   TokenCallback on_token;    // optional, called from feed()/flush() for every generated token
 };
 
@@ -125,7 +131,9 @@ struct SessionStats {
   double encoder_ms = 0;          // audio_encoder
   double decoder_ms = 0;          // token_embedding + text_decoder (prefill and steps)
   double first_token_ms = -1;     // wall time from the first feed() to the first generated token
-  std::vector<double> step_ms;    // wall time of each generated token's decoder step
+  int64_t n_step_calls = 0;       // generation calls (after the prompt prefill), 1..k positions each
+  int64_t n_step_positions = 0;   // positions those calls ran: accepted tokens + rejected guesses
+  std::vector<double> step_ms;    // wall time of each generation call (embedding + decoder)
   std::vector<double> feed_ms;    // wall time of each feed() call (mel + encoder + decoder work it triggered)
 };
 
