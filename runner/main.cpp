@@ -40,6 +40,9 @@ DEFINE_int32(threads, 0, "CPU threads (0 = ExecuTorch default)");
 DEFINE_int32(draft_tokens, -1,
              "most guessed [STREAMING_PAD] positions per decoder call, verified exactly (same tokens for every value): "
              "0 = one position per call; N = up to N guesses; -1 = adapt to this machine and the audio");
+DEFINE_bool(stop_at_eos, true,
+            "end the transcript at the first EOS (default for --audio_path); with --stdin the default is false: EOS "
+            "is fed back like any token and decoding goes on while audio comes");
 DEFINE_bool(json, false, "print one JSON object {text, token_ids, token_times_ms, ...} instead of plain text");
 DEFINE_bool(stats, false, "print timing and memory statistics to stderr");
 DEFINE_bool(verbose, false, "debug logging to stderr");
@@ -325,6 +328,7 @@ int main(int argc, char** argv) {
   sopts.delay_ms = FLAGS_delay_ms;
   sopts.max_enc_tokens = FLAGS_max_enc_tokens;
   sopts.draft_tokens = FLAGS_draft_tokens;
+  sopts.stop_at_eos = is_default("stop_at_eos") ? !FLAGS_stdin : FLAGS_stop_at_eos;
   // A live stdin stream may run for days and prints as it goes: keep flat memory (--json needs every id).
   if (FLAGS_stdin && !FLAGS_json) sopts.max_history = 10000;
   auto session = runner->create_session(sopts, &err);

@@ -193,11 +193,14 @@ class StreamingSession:
     """One audio stream: feed 16 kHz mono float PCM in any chunk sizes, then flush(). Greedy decoding.
 
     draft_tokens: most guessed positions per decoder call (0 = one position per call); -1 (default) adapts
-    up to the model's max_dec_tokens - 1 (DraftPolicy). Every setting gives the same tokens."""
+    up to the model's max_dec_tokens - 1 (DraftPolicy). Every setting gives the same tokens.
+    stop_at_eos: end at the first EOS (files; transformers' generate), or feed it back and go on (live streams,
+    as the reference realtime server does). The EOS is kept in token_ids either way."""
 
     engine: Engine
     params: StreamParams
     draft_tokens: int = -1
+    stop_at_eos: bool = True  # False: EOS is fed back like any token and decoding goes on (live streams)
     # --- state (same names as the C++ Session)
     samples_consumed: int = 0  # real audio samples fed so far
     stream_len: int = 0  # samples in the padded stream so far
@@ -324,9 +327,14 @@ class StreamingSession:
             self.eos = True
         return tok
 
+    @property
+    def stopped(self) -> bool:
+        """Decoding has ended at an EOS (only with stop_at_eos)."""
+        return self.eos and self.stop_at_eos
+
     def _advance(self) -> list[int]:
         out: list[int] = []
-        if self.eos:
+        if self.stopped:
             return out
         self._encode_ready()
         p, e = self.params, self.engine
@@ -345,7 +353,7 @@ class StreamingSession:
         # Decode while audio embeddings exist; after flush stop one short of the last embedding
         # (transformers' generate length: n_audio_tokens - len(prompt) generated tokens in total).
         limit = self.n_total_tokens - 1 if self.flushed else self.enc_tokens
-        while not self.eos and self.dec_pos < min(limit, self.enc_tokens):
+        while not self.stopped and self.dec_pos < min(limit, self.enc_tokens):
             # k positions: the known token, then guessed PADs; keep the argmaxes up to the first guess that was wrong.
             k = self.policy.choose(min(limit, self.enc_tokens) - self.dec_pos)
             ids = [self.token_ids[-1]] + [p.streaming_pad_id] * (k - 1)
@@ -360,7 +368,7 @@ class StreamingSession:
                 self.dec_pos += 1
                 tok = self._emit(logits[i], out)
                 accepted.append(tok)
-                if self.eos or tok != p.streaming_pad_id:
+                if self.stopped or tok != p.streaming_pad_id:
                     break  # the next position's input was a PAD guess: wrong unless this token is PAD
             self._consume_emb()
             self.policy.observe(k, ms, accepted, p.streaming_pad_id)
@@ -368,12 +376,12 @@ class StreamingSession:
 
 
 def transcribe(engine: Engine, tok: Tekken, audio: np.ndarray, delay_ms: float | None = None, chunk_samples: int = 0,
-               draft_tokens: int = -1) -> dict:
+               draft_tokens: int = -1, stop_at_eos: bool = True) -> dict:
     """Transcribe a whole clip (chunk_samples > 0 feeds it in chunks, as a live stream would)."""
     if len(audio) == 0:
         raise ConfigError("audio is empty (0 samples)")
     params = StreamParams.from_tokenizer(tok, delay_ms, engine)
-    s = StreamingSession(engine, params, draft_tokens=draft_tokens)
+    s = StreamingSession(engine, params, draft_tokens=draft_tokens, stop_at_eos=stop_at_eos)
     step = chunk_samples if chunk_samples > 0 else len(audio)
     for i in range(0, len(audio), step):
         s.feed(audio[i : i + step])

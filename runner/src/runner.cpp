@@ -188,6 +188,7 @@ std::unique_ptr<Session> Runner::create_session(const SessionOptions& options, s
   cfg.max_history = options.max_history;
   if (options.draft_tokens < -1) return fail("draft_tokens must be >= -1 (-1 = adaptive, 0 = one position per call)");
   cfg.draft_tokens = options.draft_tokens;
+  cfg.stop_at_eos = options.stop_at_eos;
   cfg.on_token = options.on_token;
   detail::ModelBackend* model = nullptr;
   s = impl_->acquire(&model);

@@ -125,7 +125,7 @@ Status Stream::feed(const float* pcm, size_t n, int64_t* n_new) {
   }
   samples_consumed_ += static_cast<int64_t>(n);
   stats_.n_samples = samples_consumed_;
-  if (eos_) return Status();  // the model has finished: nothing more to transcribe
+  if (eos_ && cfg_.stop_at_eos) return Status();  // the model has finished: nothing more to transcribe
   append_stream(pcm, n);
   const double t0 = now_ms();
   Status st = pump(n_new);
@@ -280,7 +280,7 @@ Status Stream::decode_ready(int64_t* n_new) {
         ++accepted;
         emit(id, dec_pos_);
         ++*n_new;
-        if (finished() || id != info_.streaming_pad_id) break;  // the next input was a PAD guess: wrong
+        if (finished() || stop_requested() || id != info_.streaming_pad_id) break;  // next input was a PAD guess
         ++n_pad;
       }
       policy_.observe(k, dt, accepted, n_pad);

@@ -36,6 +36,7 @@ struct StreamConfig {
   int64_t max_enc_tokens = 0;  // 0 = model max
   int64_t max_history = 0;     // 0 = keep every token; else keep the last max_history..2*max_history
   int64_t draft_tokens = -1;   // most guessed positions per decoder call; 0 = one position; -1 = adaptive
+  bool stop_at_eos = true;     // false: EOS is fed back like any token and decoding goes on (live streams)
   TokenCallback on_token;
 };
 
@@ -54,9 +55,9 @@ class Stream {
   const std::vector<int64_t>& token_ids() const { return token_ids_; }
   const std::vector<double>& token_times_ms() const { return token_times_ms_; }
   const std::vector<int64_t>& token_positions() const { return token_positions_; }
-  bool finished() const { return eos_ || (flushed_ && generation_limit_reached()); }
+  bool finished() const { return (eos_ && cfg_.stop_at_eos) || (flushed_ && generation_limit_reached()); }
   bool flushed() const { return flushed_; }
-  bool eos() const { return eos_; }
+  bool eos() const { return eos_; }  // an EOS was generated (with stop_at_eos: the stream ended there)
   const SessionStats& stats() const { return stats_; }
 
   // ---- protocol arithmetic (exposed for tests)

@@ -644,7 +644,7 @@ struct RunResult {
 // Feed `audio` in chunks of chunk samples (0 = all at once), then flush.
 static RunResult run_stream(const std::vector<float>& audio, size_t chunk, int64_t delay, const Tekken* tok,
                             std::function<int64_t(int64_t)> script = nullptr, int64_t max_enc = 0,
-                            int64_t draft_tokens = 0) {
+                            int64_t draft_tokens = 0, bool stop_at_eos = true) {
   FakeModel fake;
   if (script) fake.script = script;
   fake.ref_stream = reference_stream(fake.m, audio, delay);
@@ -652,6 +652,7 @@ static RunResult run_stream(const std::vector<float>& audio, size_t chunk, int64
   cfg.delay_tokens = delay;
   cfg.max_enc_tokens = max_enc;
   cfg.draft_tokens = draft_tokens;
+  cfg.stop_at_eos = stop_at_eos;
   RunResult r;
   cfg.on_token = [&](const TokenEvent& ev) { r.streamed_text += ev.text; };
   Stream st(&fake, tok, cfg);
@@ -797,6 +798,18 @@ static void test_protocol_eos_and_text() {
     CHECK(r.finished);
     CHECK_EQ(r.text, " hello\xe2\x82\xac!\xf0\x9f\x98\x80");
     CHECK_EQ(r.streamed_text, r.text);
+  }
+  // A live stream goes on after the EOS (fed back like any token) to the generate length; the same tokens up to
+  // the EOS, then the script's, whatever the draft setting.
+  for (int64_t draft : {0, 3, -1}) {
+    for (size_t chunk : {0u, 640u}) {
+      const RunResult r = run_stream(audio, chunk, 2, tok.get(), script, 0, draft, /*stop_at_eos=*/false);
+      CHECK_EQ(r.fake_errors, 0);
+      CHECK_EQ(static_cast<int64_t>(r.ids.size()), r.n_audio_tokens - r.prompt_len);
+      CHECK(r.ids.size() > seq.size() && std::equal(seq.begin(), seq.end(), r.ids.begin()));
+      CHECK(r.finished);
+      for (size_t k = seq.size(); k < r.ids.size(); ++k) CHECK_EQ(r.ids[k], m.streaming_pad_id);
+    }
   }
 }
 

@@ -119,6 +119,11 @@ struct SessionOptions {
   // N > 0 = up to N guesses; -1 = adaptive: measures what calls of k positions cost on this machine and the
   // PAD share it sees, and runs the k with the most tokens per second (never planned slower than 0).
   int draft_tokens = -1;
+  // End of the transcript at the first EOS (</s>): true = stop decoding there (files: the behaviour of
+  // transformers' generate, which the parity tests follow); false = feed the EOS back like any token and go on
+  // decoding as long as audio comes (live streams: the reference realtime server never stops at EOS, so
+  // nothing said after an EOS is lost). The EOS stays in token_ids either way.
+  bool stop_at_eos = true;
   TokenCallback on_token;    // optional, called from feed()/flush() for every generated token
 };
 
@@ -160,7 +165,7 @@ class Session {
   std::string text() const;                           // decode(token_ids()): the transcript so far
   const std::vector<int64_t>& token_ids() const;      // every generated id, specials and EOS included
   const std::vector<double>& token_times_ms() const;  // per token, see TokenEvent::time_ms
-  bool finished() const;                              // EOS seen, or flushed and decoded to the end
+  bool finished() const;                              // EOS seen (stop_at_eos), or flushed and decoded to the end
   int delay_tokens() const;
   const SessionStats& stats() const;
   const std::string& error() const;                   // last error message
