@@ -39,10 +39,10 @@ DEFINE_bool(streaming, false, "with --audio_path: feed the file in --chunk_ms pi
 DEFINE_int32(chunk_ms, 80,
              "with --streaming: audio per feed() call (ms). --stdin ignores it: it feeds all audio that has arrived");
 DEFINE_int32(min_feed_ms, 0,
-             "trade latency for CPU: feed the model only once at least this much audio (ms) has arrived (--stdin),\n"
-             "    or in pieces of at least this much (--streaming). Fewer, bigger model calls cost less CPU per second\n"
-             "    of audio, but text comes up to this much later. 0 = feed as soon as anything arrives (with --stdin,\n"
-             "    audio that piled up while the model was busy is still fed in one piece)");
+             "trade latency for CPU: feed the model only once at least this much audio (ms) has arrived (--stdin), "
+             "or in pieces of at least this much (--streaming). Fewer, bigger model calls cost less CPU per second "
+             "of audio, but text comes up to this much later. 0 = feed as soon as anything arrives (--stdin still "
+             "feeds audio that piled up during a model call in one piece)");
 DEFINE_int32(delay_ms, -1, "transcription delay (ms): -1 = model default; 80..1200 in steps of 80, or 2400");
 DEFINE_int32(max_enc_tokens, 0, "audio tokens per encoder call (0 = the model's maximum)");
 DEFINE_int32(threads, 0, "CPU threads (0 = ExecuTorch default)");
