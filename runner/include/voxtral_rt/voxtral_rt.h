@@ -25,6 +25,8 @@
 //     Results do not depend on concurrency: each Session gives the tokens a sequential run gives.
 //   * A Session must be used by one thread at a time, except Session::stop(), which may be called from any
 //     thread (e.g. a signal watcher). Different Sessions may be used from different threads freely.
+//   * LiveSession (end of this file) runs a Session on its own worker thread, for audio pushed from any thread
+//     (e.g. an audio callback) without waiting for the model; its contract is stated there.
 //   * Concurrent Sessions share ExecuTorch's process-wide CPU threadpool (RunnerOptions::threads), so two
 //     sessions on N cores get roughly N cores between them, not 2N.
 //   * A Session may outlive its Runner (it keeps the loaded model alive until it is destroyed).
