@@ -110,13 +110,13 @@ def test_cli_error_paths_under_asan(tiny, audio, tmp_path):
 
 def test_cli_stdin_interrupted_under_asan(tiny):
     """Ctrl+C with a backlog queued: the worker stops, both threads end, nothing leaks; exit 130."""
-    pcm = (np.clip(speech(16000, 2.0, 6), -1, 1) * 32767).astype("<i2").tobytes() * 4
+    pcm = (np.clip(speech(16000, 2.0, 6), -1, 1) * 32767).astype("<i2").tobytes() * 100  # 200 s: still running
     p = subprocess.Popen([str(ASAN / "voxtral_realtime_runner"), "--model_path", str(tiny["fp32"]), "--tokenizer_path",
                           str(tiny["dir"] / "tekken.json"), "--stdin", "--json"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
-    p.stdin.write(pcm)
+    p.stdin.write(pcm)  # returns once the reader has queued nearly all of it
     p.stdin.flush()
-    time.sleep(0.5)
+    time.sleep(0.1)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     for rep in REPORTS:

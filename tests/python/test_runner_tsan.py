@@ -80,7 +80,7 @@ def test_cli_stdin_under_tsan(tiny, clip):
     # Ctrl+C while the reader waits and the worker may run: 130, partial transcript, no report
     p = subprocess.Popen(_cli(TSAN_CLI, tiny), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=ENV)
-    p.stdin.write(pcm * 4)
+    p.stdin.write(pcm * 30)  # 78 s: the worker is still busy with the backlog at the signal
     p.stdin.flush()
     time.sleep(0.5)
     p.send_signal(signal.SIGINT)
