@@ -17,7 +17,8 @@ namespace {
 // Most audio per Session::feed() call when the worker takes a long backlog. One feed() encodes every ready
 // token before it decodes, so one huge feed would hold the audio embeddings of the whole backlog at once
 // (dim floats per 80 ms: ~550 MB per hour at dim 3072) and release no text until its end. 10 s pieces still
-// give full encoder calls (max_enc_tokens is far below 125 tokens) and cost one extra call per 10 s at most.
+// give full encoder calls (max_enc_tokens: 16 by default, 125 tokens = 10 s) and cost at most one extra, partial
+// encoder call per 10 s.
 constexpr int64_t kMaxFeedMs = 10000;
 
 // The LiveSession whose worker runs on this thread: finish() from a callback must not join its own thread.
