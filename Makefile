@@ -9,7 +9,7 @@ BUILD ?= build/release
 DEB_PKGS := libgflags-dev nlohmann-json3-dev libsndfile1-dev libsoxr-dev espeak-ng sox
 ART   ?= artifacts
 
-.PHONY: setup deps-debian runner runner-asan test test-python demo clean test-asan fuzz fuzz-build deps-fuzz
+.PHONY: setup deps-debian runner runner-asan runner-tsan test test-python demo clean test-asan test-tsan fuzz fuzz-build deps-fuzz
 
 setup: $(VENV)/.stamp deps-debian
 
@@ -41,6 +41,14 @@ runner-asan: setup
 test-asan: runner-asan
 	$(PY) -m pytest -q tests/python/test_runner_asan.py
 
+# ThreadSanitizer: only the two binaries its test runs (the public-API test and the CLI); part of `make test`.
+runner-tsan: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cmake --preset tsan >/dev/null
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cmake --build --preset tsan -j2 --target voxtral_rt_pte_tests voxtral_realtime_runner
+
+test-tsan: runner-tsan
+	$(PY) -m pytest -q tests/python/test_runner_tsan.py
+
 # libFuzzer targets (fuzz/): clang from Debian. `make fuzz FUZZ_SECONDS=600` runs each target that long.
 FUZZ_SECONDS ?= 60
 FUZZ_DEB_PKGS := clang libclang-rt-14-dev
@@ -57,7 +65,7 @@ fuzz: fuzz-build
 test-python: setup
 	$(PY) -m pytest -q
 
-test: setup runner runner-asan fuzz-build
+test: setup runner runner-asan runner-tsan fuzz-build
 	$(PY) -m pytest -q
 
 # The embedded demo model (models/demo: a tiny Voxtral-architecture model trained by tools/train_demo.py on

@@ -6,10 +6,13 @@
 //   live stdin:      ffmpeg -loglevel quiet -i in.mp3 -f s16le -ac 1 -ar 16000 - |
 //                      voxtral_realtime_runner --model_path m.pte --tokenizer_path tekken.json --stdin
 //                    (raw mono s16le or f32le; --sample_rate N resamples with soxr when N != 16000)
+//                    A reader thread queues stdin while the model works; each feed() takes all of it.
 // Transcript on stdout (--json: one JSON object instead); logs and --stats on stderr.
 // Exit codes: 0 ok, 1 bad flags, 2 model/tokenizer load failed, 3 audio input error, 4 inference error,
 // 130 interrupted (Ctrl+C; the partial transcript is still printed).
 #include <gflags/gflags.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -33,7 +36,13 @@ DEFINE_bool(stdin, false, "read raw mono PCM from stdin (live streaming)");
 DEFINE_string(stdin_format, "s16le", "raw stdin sample format: s16le or f32le");
 DEFINE_int32(sample_rate, 16000, "sample rate of the stdin PCM (resampled to the model's rate)");
 DEFINE_bool(streaming, false, "with --audio_path: feed the file in --chunk_ms pieces and print text as it comes");
-DEFINE_int32(chunk_ms, 80, "audio per feed() call in streaming modes (ms)");
+DEFINE_int32(chunk_ms, 80,
+             "with --streaming: audio per feed() call (ms). --stdin ignores it: it feeds all audio that has arrived");
+DEFINE_int32(min_feed_ms, 0,
+             "trade latency for CPU: feed the model only once at least this much audio (ms) has arrived (--stdin), "
+             "or in pieces of at least this much (--streaming). Fewer, bigger model calls cost less CPU per second "
+             "of audio, but text comes up to this much later. 0 = feed as soon as anything arrives (--stdin still "
+             "feeds audio that piled up during a model call in one piece)");
 DEFINE_int32(delay_ms, -1, "transcription delay (ms): -1 = model default; 80..1200 in steps of 80, or 2400");
 DEFINE_int32(max_enc_tokens, 0, "audio tokens per encoder call (0 = the model's maximum)");
 DEFINE_int32(threads, 0, "CPU threads (0 = ExecuTorch default)");
@@ -53,9 +62,11 @@ enum ExitCode { kOk = 0, kBadFlags = 1, kLoadFailed = 2, kAudioError = 3, kInfer
 
 volatile sig_atomic_t g_interrupted = 0;
 voxtral_rt::Session* g_session = nullptr;
+voxtral_rt::LiveSession* g_live = nullptr;
 
 void on_sigint(int) {
   g_interrupted = 1;
+  if (g_live) g_live->stop();        // lock-free atomic stores
   if (g_session) g_session->stop();  // a lock-free atomic store
 }
 
@@ -82,6 +93,9 @@ int validate_flags() {
   if (FLAGS_chunk_ms <= 0) return usage_error("--chunk_ms must be > 0");
   if (!FLAGS_streaming && !FLAGS_stdin && !is_default("chunk_ms"))
     return usage_error("--chunk_ms applies to --streaming or --stdin only");
+  if (FLAGS_min_feed_ms < 0) return usage_error("--min_feed_ms must be >= 0");
+  if (!FLAGS_streaming && !FLAGS_stdin && !is_default("min_feed_ms"))
+    return usage_error("--min_feed_ms applies to --streaming or --stdin only");
   if (FLAGS_delay_ms != -1 && FLAGS_delay_ms <= 0) return usage_error("--delay_ms must be -1 or > 0");
   if (FLAGS_max_enc_tokens < 0) return usage_error("--max_enc_tokens must be >= 0");
   if (FLAGS_threads < 0) return usage_error("--threads must be >= 0");
@@ -124,6 +138,7 @@ double peak_rss_mib() {
 }
 
 double g_rss_after_load_mib = -1;  // VmRSS once the model is loaded (weights packed, .pte pages released)
+double g_max_backlog_ms = -1;      // --stdin: most audio fed at one wake-up of the live worker
 
 void print_stats(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStats& s, double wall_ms, int sample_rate) {
   const double audio_ms = 1000.0 * static_cast<double>(s.n_samples) / sample_rate;
@@ -172,6 +187,7 @@ nlohmann::json stats_json(const voxtral_rt::Runner& runner, const voxtral_rt::Se
   j["peak_rss_mib"] = peak_rss_mib();
   j["rss_after_load_mib"] = g_rss_after_load_mib;
   j["rss_end_mib"] = proc_status_mib("VmRSS");
+  if (g_max_backlog_ms >= 0) j["max_backlog_ms"] = g_max_backlog_ms;
   return j;
 }
 
@@ -184,8 +200,10 @@ void print_delta(voxtral_rt::Session* session, bool live) {
   }
 }
 
-// Feeds stdin until EOF. Returns an exit code.
-int feed_stdin(voxtral_rt::Session* session, int model_rate, bool live) {
+// Reads stdin on this thread until EOF and pushes the audio to `live`, whose worker feeds the model: what
+// arrives while the model is busy is queued and fed as one piece (full encoder calls), so a stream that falls
+// behind catches up instead of running one small model call per read(). Returns an exit code.
+int feed_stdin(voxtral_rt::LiveSession* live, int model_rate) {
   voxtral_rt::PcmFormat fmt;
   voxtral_rt::parse_pcm_format(FLAGS_stdin_format, &fmt);
   voxtral_rt::PcmDecoder decoder(fmt);
@@ -197,12 +215,24 @@ int feed_stdin(voxtral_rt::Session* session, int model_rate, bool live) {
       return kAudioError;
     }
   }
-  const size_t chunk_bytes =
-      std::max<size_t>(1, static_cast<size_t>(FLAGS_sample_rate) * FLAGS_chunk_ms / 1000) * decoder.bytes_per_sample();
-  std::vector<unsigned char> buf(chunk_bytes);
+  auto worker_error = [&] {
+    std::fprintf(stderr, "error: %s\n", live->error().c_str());
+    return kInferenceError;
+  };
+  std::vector<unsigned char> buf(64 * 1024);  // read() returns what has arrived, up to this
   std::vector<float> pcm, pcm16k;
   std::string err;
   for (;;) {
+    // Wait in short slices, so that a model error ends the run even while the writer is silent.
+    pollfd pfd{STDIN_FILENO, POLLIN, 0};
+    const int ready = poll(&pfd, 1, 200);
+    if (g_interrupted) return kInterrupted;
+    if (live->failed()) return worker_error();
+    if (ready < 0 && errno != EINTR) {
+      std::fprintf(stderr, "error: waiting for stdin: %s\n", std::strerror(errno));
+      return kAudioError;
+    }
+    if (ready <= 0) continue;
     const ssize_t got = read(STDIN_FILENO, buf.data(), buf.size());
     if (got < 0 && errno == EINTR) {
       if (g_interrupted) return kInterrupted;
@@ -234,12 +264,8 @@ int feed_stdin(voxtral_rt::Session* session, int model_rate, bool live) {
     } else {
       pcm16k.swap(pcm);
     }
-    if (!pcm16k.empty() && session->feed(pcm16k.data(), pcm16k.size()) < 0) {
-      std::fprintf(stderr, "error: %s\n", session->error().c_str());
-      return kInferenceError;
-    }
-    print_delta(session, live);
-    if (g_interrupted) return kInterrupted;
+    if (!pcm16k.empty() && !live->push(pcm16k.data(), pcm16k.size()))  // refused: stopped or failed
+      return g_interrupted ? kInterrupted : worker_error();
     if (got == 0) break;
   }
   if (decoder.n_samples() == 0) {
@@ -252,8 +278,11 @@ int feed_stdin(voxtral_rt::Session* session, int model_rate, bool live) {
 // Feeds an audio file: offline, in blocks of >= 10 s (the protocol gives the same tokens for any
 // feed sizes); with --streaming, in --chunk_ms pieces. Returns an exit code.
 int feed_file(voxtral_rt::AudioFileReader* reader, voxtral_rt::Session* session, int model_rate, bool live) {
-  const size_t chunk =
-      FLAGS_streaming ? std::max<size_t>(1, static_cast<size_t>(model_rate) * FLAGS_chunk_ms / 1000) : 0;
+  size_t chunk = FLAGS_streaming ? std::max<size_t>(1, static_cast<size_t>(model_rate) * FLAGS_chunk_ms / 1000) : 0;
+  // --min_feed_ms: hand over whole --chunk_ms pieces, as many as make up at least that much audio (what a live
+  // caller that waits for min_feed_ms of audio would feed).
+  const size_t min_feed = static_cast<size_t>(model_rate) * FLAGS_min_feed_ms / 1000;
+  if (chunk > 0 && min_feed > chunk) chunk *= (min_feed + chunk - 1) / chunk;
   std::vector<float> pending;
   std::string err;
   bool eof = false;
@@ -287,7 +316,10 @@ int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "transcribe speech with a Voxtral-Realtime .pte\n"
       "  voxtral_realtime_runner --model_path m.pte --tokenizer_path tekken.json --audio_path a.wav\n"
-      "  ... | voxtral_realtime_runner --model_path m.pte --tokenizer_path tekken.json --stdin [--sample_rate N]");
+      "  ... | voxtral_realtime_runner --model_path m.pte --tokenizer_path tekken.json --stdin [--sample_rate N]\n"
+      "With --stdin, a reader thread queues the input while the model works and the model is fed everything that\n"
+      "has arrived at once, so a stream that falls behind catches up with fewer, bigger model calls;\n"
+      "--min_feed_ms N always waits for N ms of audio (less CPU, more latency).");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (argc > 1) return usage_error(std::string("unexpected argument '") + argv[1] + "'");
   if (const int rc = validate_flags(); rc != kOk) return rc;
@@ -331,32 +363,68 @@ int main(int argc, char** argv) {
   sopts.stop_at_eos = is_default("stop_at_eos") ? !FLAGS_stdin : FLAGS_stop_at_eos;
   // A live stdin stream may run for days and prints as it goes: keep flat memory (--json needs every id).
   if (FLAGS_stdin && !FLAGS_json) sopts.max_history = 10000;
-  auto session = runner->create_session(sopts, &err);
-  if (!session) return usage_error(err);  // the only option errors left are the delay's
+  const bool live = !FLAGS_json && (FLAGS_streaming || FLAGS_stdin);
+  std::unique_ptr<voxtral_rt::Session> file_session;
+  std::unique_ptr<voxtral_rt::LiveSession> live_session;
+  voxtral_rt::Session* session = nullptr;
+  if (FLAGS_stdin) {
+    voxtral_rt::LiveOptions lopts;
+    lopts.min_feed_ms = FLAGS_min_feed_ms;
+    if (live) {
+      lopts.on_text = [](const std::string& t) {  // the worker prints; this thread is blocked in read()
+        std::fwrite(t.data(), 1, t.size(), stdout);
+        std::fflush(stdout);
+      };
+    }
+    // The worker inherits this thread's signal mask: keep SIGINT off it, so that it interrupts our read().
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    live_session = voxtral_rt::LiveSession::start(*runner, sopts, lopts, &err);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (!live_session) return usage_error(err);  // the only option errors left are the delay's
+    session = &live_session->session();
+  } else {
+    file_session = runner->create_session(sopts, &err);
+    if (!file_session) return usage_error(err);
+    session = file_session.get();
+  }
   g_rss_after_load_mib = proc_status_mib("VmRSS");
-  g_session = session.get();
+  g_session = file_session.get();
+  g_live = live_session.get();
+  struct ClearSignalTargets {  // before the sessions are destroyed, on every return
+    ~ClearSignalTargets() { g_session = nullptr, g_live = nullptr; }
+  } clear_signal_targets;
   struct sigaction sa;
   std::memset(&sa, 0, sizeof(sa));
   sa.sa_handler = on_sigint;  // no SA_RESTART: a blocking read() on stdin returns EINTR
   sigaction(SIGINT, &sa, nullptr);
 
-  const bool live = !FLAGS_json && (FLAGS_streaming || FLAGS_stdin);
   const auto t0 = std::chrono::steady_clock::now();
   int rc = kOk;
   if (FLAGS_stdin) {
-    rc = feed_stdin(session.get(), model_rate, live);
-  } else {
-    rc = feed_file(reader.get(), session.get(), model_rate, live);
-  }
-  if (rc == kOk) {
-    if (session->flush() < 0) {
-      std::fprintf(stderr, "error: %s\n", session->error().c_str());
+    rc = feed_stdin(live_session.get(), model_rate);
+    if (rc != kOk) live_session->stop();  // an error or Ctrl+C: no flush
+    if (!live_session->finish() && rc == kOk) {
+      std::fprintf(stderr, "error: %s\n", live_session->error().c_str());
       rc = kInferenceError;
-    } else if (g_interrupted) {
+    } else if (rc == kOk && g_interrupted) {
       rc = kInterrupted;
     }
+    g_max_backlog_ms = 1000.0 * static_cast<double>(live_session->stats().max_backlog_samples) / model_rate;
+  } else {
+    rc = feed_file(reader.get(), session, model_rate, live);
+    if (rc == kOk) {
+      if (session->flush() < 0) {
+        std::fprintf(stderr, "error: %s\n", session->error().c_str());
+        rc = kInferenceError;
+      } else if (g_interrupted) {
+        rc = kInterrupted;
+      }
+    }
   }
-  print_delta(session.get(), live);
+  print_delta(session, live);
   const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (rc != kOk && rc != kInterrupted) return rc;
 
@@ -378,6 +446,5 @@ int main(int argc, char** argv) {
   }
   std::fflush(stdout);
   if (FLAGS_stats) print_stats(*runner, session->stats(), wall_ms, model_rate);
-  g_session = nullptr;
   return rc;
 }

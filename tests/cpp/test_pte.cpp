@@ -4,10 +4,15 @@
 // reset() reproduces the stream (caches restart at position 0); flush idempotent; feed after flush is an
 // error; stop() returns early; the per-token callback and take_text() agree with text(); concurrent
 // sessions on several threads give the tokens of sequential runs; max_sessions; a Session outliving its
-// Runner.
+// Runner; LiveSession (push from another thread == offline tokens, backlog, min_feed_ms, stop, errors).
+//   voxtral_rt_pte_tests MODEL.pte TEKKEN.json AUDIO live   runs only the offline reference and LiveSession
 // Prints "N passed, N failed"; exit code 1 on failure, 2 on bad arguments/load failure.
+#include <atomic>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -123,9 +128,152 @@ static void test_limits_and_lifetime(const char* model, const char* tok, const s
   CHECK(voxtral_rt::Runner::load(ro, &err) == nullptr);
 }
 
+// LiveSession: audio pushed from a producer thread in tiny pieces (an audio callback) gives exactly the offline
+// tokens, whatever the worker's feeds were; text pulled from a third thread meanwhile; a whole clip pushed at
+// once is one feed with offline's encoder calls; min_feed_ms; stop(), destruction mid-run, errors, the bound.
+static void test_live(voxtral_rt::Runner& runner, const std::vector<float>& pcm, const voxtral_rt::Transcript& ref) {
+  using voxtral_rt::LiveSession;
+  std::string err;
+  const auto per_ms = static_cast<size_t>(runner.info().sample_rate / 1000);
+  for (const int min_feed_ms : {0, 300}) {
+    std::vector<int64_t> cb_ids;  // on_token runs on the worker; read after finish()
+    voxtral_rt::SessionOptions so;
+    so.on_token = [&](const voxtral_rt::TokenEvent& ev) { cb_ids.push_back(ev.id); };
+    voxtral_rt::LiveOptions lo;
+    lo.min_feed_ms = min_feed_ms;
+    auto live = LiveSession::start(runner, so, lo, &err);
+    CHECK(live != nullptr);
+    if (!live) return;
+    std::atomic<bool> done{false};
+    std::string pulled;
+    std::thread consumer([&] {
+      while (!done.load()) {
+        pulled += live->take_text();
+        (void)live->stats();
+        std::this_thread::yield();
+      }
+    });
+    bool all_pushed = true;
+    std::thread producer([&] {
+      const size_t pieces[] = {1, 160, 333, 17, 1280, 7};
+      for (size_t i = 0, c = 0; i < pcm.size();) {
+        const size_t n = std::min(pieces[c++ % 6], pcm.size() - i);
+        all_pushed &= live->push(pcm.data() + i, n);
+        i += n;
+      }
+    });
+    producer.join();
+    CHECK(all_pushed);
+    CHECK(live->finish());
+    done = true;
+    consumer.join();
+    pulled += live->take_text();
+    CHECK(live->session().token_ids() == ref.token_ids);
+    CHECK(live->session().token_times_ms() == ref.token_times_ms);
+    CHECK(cb_ids == ref.token_ids);
+    CHECK(pulled == ref.text);
+    const voxtral_rt::LiveStats st = live->stats();
+    CHECK(st.pushed_samples == static_cast<int64_t>(pcm.size()) && st.fed_samples == st.pushed_samples);
+    CHECK(st.dropped_samples == 0 && st.queued_samples == 0);
+    CHECK(st.n_feeds == static_cast<int64_t>(live->session().stats().feed_ms.size()));
+    // every feed but the last waits for min_feed_ms of audio
+    if (min_feed_ms > 0) CHECK(st.n_feeds <= static_cast<int64_t>(pcm.size() / (per_ms * min_feed_ms)) + 1);
+    CHECK(!live->push(pcm.data(), 10));  // after finish()
+    CHECK(live->finish());               // idempotent
+  }
+
+  {  // a backlog: the whole clip pushed at once is one feed -- offline's encoder calls; text only via on_text
+    std::string got_text;
+    voxtral_rt::LiveOptions lo;
+    lo.on_text = [&](const std::string& t) { got_text += t; };
+    auto live = LiveSession::start(runner, {}, lo, &err);
+    CHECK(live != nullptr);
+    if (!live) return;
+    CHECK(live->push(pcm.data(), pcm.size()));
+    CHECK(live->finish());
+    CHECK(live->session().token_ids() == ref.token_ids);
+    CHECK(live->stats().n_feeds == 1 && live->stats().max_backlog_samples == static_cast<int64_t>(pcm.size()));
+    CHECK(live->session().stats().n_encoder_calls == ref.stats.n_encoder_calls);
+    CHECK(got_text == ref.text && live->take_text().empty());
+  }
+
+  {  // stop() mid-run: returns promptly, later pushes refused, the tokens so far are a prefix of the reference
+    auto live = LiveSession::start(runner, {}, {}, &err);
+    CHECK(live != nullptr);
+    if (!live) return;
+    CHECK(live->push(pcm.data(), pcm.size()));
+    live->stop();
+    CHECK(live->finish());
+    CHECK(!live->push(pcm.data(), 10));
+    const auto& ids = live->session().token_ids();
+    CHECK(ids.size() <= ref.token_ids.size() && std::equal(ids.begin(), ids.end(), ref.token_ids.begin()));
+  }
+  for (int i = 0; i < 3; ++i) {  // destroyed while the worker runs (no finish): no hang, nothing leaks
+    auto live = LiveSession::start(runner, {}, {}, &err);
+    CHECK(live != nullptr);
+    if (live) CHECK(live->push(pcm.data(), pcm.size()));
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(2 * i));
+  }
+
+  {  // a bad sample: the worker reports it, push() refuses, finish() fails
+    auto live = LiveSession::start(runner, {}, {}, &err);
+    CHECK(live != nullptr);
+    if (!live) return;
+    std::vector<float> bad(pcm.begin(), pcm.begin() + static_cast<std::ptrdiff_t>(pcm.size() / 2));
+    bad[100] = std::nanf("");
+    CHECK(live->push(bad.data(), bad.size()));
+    CHECK(!live->finish());
+    CHECK(live->failed() && live->error().find("NaN") != std::string::npos);
+    CHECK(!live->push(pcm.data(), 10));
+  }
+
+  {  // the queue bound: past max_queue_ms a push is refused (never blocks) and counted
+    voxtral_rt::LiveOptions lo;
+    lo.min_feed_ms = 60000;  // the worker waits: the queue only grows
+    lo.max_queue_ms = 1000;
+    auto live = LiveSession::start(runner, {}, lo, &err);
+    CHECK(live != nullptr);
+    if (!live) return;
+    CHECK(live->push(pcm.data(), 500 * per_ms));
+    CHECK(!live->push(pcm.data(), 600 * per_ms));
+    CHECK(live->push(pcm.data(), 500 * per_ms));
+    const voxtral_rt::LiveStats st = live->stats();
+    CHECK(st.queued_samples == static_cast<int64_t>(1000 * per_ms));
+    CHECK(st.dropped_samples == static_cast<int64_t>(600 * per_ms));
+    CHECK(st.n_feeds == 0);
+  }
+
+  {  // callbacks: finish() from the worker refuses (no deadlock); a throwing callback is an error, not a crash
+    std::atomic<LiveSession*> self{nullptr};
+    std::atomic<int> finish_from_worker{-1};
+    voxtral_rt::SessionOptions so;
+    so.on_token = [&](const voxtral_rt::TokenEvent&) {
+      if (finish_from_worker.load() < 0) finish_from_worker = self.load()->finish() ? 1 : 0;
+    };
+    voxtral_rt::LiveOptions lo;
+    lo.on_text = [](const std::string&) { throw std::runtime_error("boom"); };
+    auto live = LiveSession::start(runner, so, lo, &err);
+    CHECK(live != nullptr);
+    if (!live) return;
+    self = live.get();
+    CHECK(live->push(pcm.data(), pcm.size()));
+    CHECK(!live->finish());
+    CHECK(finish_from_worker.load() == 0);
+    CHECK(live->error().find("boom") != std::string::npos);
+  }
+
+  voxtral_rt::LiveOptions neg;
+  neg.min_feed_ms = -1;
+  CHECK(LiveSession::start(runner, {}, neg, &err) == nullptr && err.find("min_feed_ms") != std::string::npos);
+  voxtral_rt::SessionOptions bad_delay;
+  bad_delay.delay_ms = 100;
+  CHECK(LiveSession::start(runner, bad_delay, {}, &err) == nullptr && err.find("100") != std::string::npos);
+}
+
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: %s MODEL.pte TEKKEN.json AUDIO\n", argv[0]);
+  const bool live_only = argc == 5 && std::string(argv[4]) == "live";
+  if (argc != 4 && !live_only) {
+    std::fprintf(stderr, "usage: %s MODEL.pte TEKKEN.json AUDIO [live]\n", argv[0]);
     return 2;
   }
   std::string err;
@@ -152,6 +300,11 @@ int main(int argc, char** argv) {
   CHECK(!runner->transcribe(nullptr, 10, {}, &t_unused, &err));
   CHECK(ref.token_ids.size() == ref.token_times_ms.size());
   CHECK(ref.text == runner->decode(ref.token_ids));
+  test_live(*runner, pcm, ref);
+  if (live_only) {
+    std::printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed ? 1 : 0;
+  }
 
   // streamed in odd chunks, with callback and pull-style text
   std::string cb_text, pulled;

@@ -94,3 +94,19 @@ def test_eval_cli_on_samples(demo_pte):
     out = json.loads(r.stdout)
     assert out["wer"] == 0.0 and out["n_utterances"] == len(SAMPLES) and out["engine"] == "runner"
     assert out["rtf"] > 0 and out["step_ms"]["p50"] > 0
+
+
+def test_live_input_same_tokens_as_offline(demo_pte):
+    """Live input on a trained model: LiveSession fed from a producer thread in tiny pieces (the public-API
+    test's `live` part), and each clip written to --stdin at once (fed as a backlog), give the offline tokens."""
+    tests = ROOT / "runner" / "build" / "voxtral_rt_pte_tests"
+    r = subprocess.run([str(tests), str(demo_pte), str(TOKENIZER), str(SAMPLES[0]), "live"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0 and " 0 failed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    for wav in SAMPLES:
+        offline = _runner(demo_pte, wav)
+        s = subprocess.run([str(RUNNER), "--model_path", str(demo_pte), "--tokenizer_path", str(TOKENIZER), "--stdin",
+                            "--stdin_format", "f32le", "--json"], input=load_audio(wav).astype("<f4").tobytes(),
+                           capture_output=True, timeout=600)
+        assert s.returncode == 0, s.stderr.decode()[-2000:]
+        assert json.loads(s.stdout)["token_ids"] == offline["token_ids"], wav.name

@@ -1,12 +1,15 @@
 """The C++ runner built with AddressSanitizer + UBSan (`make runner-asan` -> runner/build-asan, part of `make test`):
-the unit tests, the public-API test (including concurrent sessions) and CLI runs on the tiny .pte, leak checks on.
+the unit tests, the public-API test (including concurrent sessions and LiveSession) and CLI runs on the tiny .pte
+(--stdin: reader thread + LiveSession worker, also interrupted by Ctrl+C), leak checks on.
 A sanitizer report anywhere fails the test; the tokens must equal the release build's."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +69,7 @@ def _cli(binary: Path, tiny, *args: str, stdin: bytes | None = None) -> subproce
     ("--audio_path", "a.wav"),
     ("--audio_path", "b.flac", "--streaming", "--chunk_ms", "130", "--delay_ms", "160"),
     ("--stdin", "--stdin_format", "s16le", "--sample_rate", "48000"),
+    ("--stdin", "--stdin_format", "s16le", "--sample_rate", "48000", "--min_feed_ms", "300"),
 ])
 def test_cli_under_asan_same_tokens_as_release(tiny, audio, args):
     args = [str(audio / a) if a.endswith((".wav", ".flac")) else a for a in args]
@@ -102,3 +106,19 @@ def test_cli_error_paths_under_asan(tiny, audio, tmp_path):
         r = _run([ASAN / "voxtral_realtime_runner", "--model_path", model, "--tokenizer_path", tok, *extra], stdin=stdin)
         assert r.returncode == code, (model, extra, r.returncode, r.stderr.decode()[-2000:])
         assert "error" in r.stderr.decode().lower()
+
+
+def test_cli_stdin_interrupted_under_asan(tiny):
+    """Ctrl+C with a backlog queued: the worker stops, both threads end, nothing leaks; exit 130."""
+    pcm = (np.clip(speech(16000, 2.0, 6), -1, 1) * 32767).astype("<i2").tobytes() * 100  # 200 s: still running
+    p = subprocess.Popen([str(ASAN / "voxtral_realtime_runner"), "--model_path", str(tiny["fp32"]), "--tokenizer_path",
+                          str(tiny["dir"] / "tekken.json"), "--stdin", "--json"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    p.stdin.write(pcm)  # returns once the reader has queued nearly all of it
+    p.stdin.flush()
+    time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    for rep in REPORTS:
+        assert rep not in err.decode(errors="replace"), err.decode(errors="replace")[-6000:]
+    assert p.returncode == 130 and "token_ids" in json.loads(out)

@@ -1,10 +1,12 @@
 """The C++ runner (built by `make runner`) against the Python paths on the same exported tiny model:
-same tokens offline, streaming at any chunk size, and from stdin; clear errors on bad input."""
+same tokens offline, streaming at any chunk size, and from stdin (a backlog fed in one piece, --min_feed_ms);
+clear errors on bad input."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +147,63 @@ def test_errors_are_clear(tiny, wavs, tmp_path):
     # stdin closed mid-sample (odd byte count for s16le)
     r = run("--model_path", str(tiny["fp32"]), "--tokenizer_path", tok, "--stdin", "--stdin_format", "s16le", stdin=b"\x01\x02\x03")
     assert r.returncode == 3 and "error" in r.stderr.decode().lower()
+
+
+def _cpp_file_stdin(tiny, path: Path, *args: str) -> dict:
+    with open(path, "rb") as f:
+        r = subprocess.run([str(RUNNER), "--model_path", str(tiny["fp32"]), "--tokenizer_path",
+                            str(tiny["dir"] / "tekken.json"), "--json", "--stdin", *args],
+                           stdin=f, capture_output=True, timeout=600)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    return json.loads(r.stdout)
+
+
+def test_stdin_backlog_is_fed_in_one_piece(tiny, wavs, tmp_path):
+    """A whole clip available at once on --stdin (a stream that fell behind): the reader queues it while the model
+    works and each feed() takes everything queued -- the same tokens, far fewer encoder calls than one per 80 ms."""
+    x = load_audio(wavs["mono16k"])
+    ref = _py(tiny, wavs["mono16k"])
+    raw = tmp_path / "clip.f32"
+    raw.write_bytes(x.astype("<f4").tobytes())
+    got = _cpp_file_stdin(tiny, raw, "--stdin_format", "f32le", "--stats")
+    per80 = _cpp(tiny, "--audio_path", str(wavs["mono16k"]), "--streaming", "--chunk_ms", "80", "--stats")
+    assert got["token_ids"] == ref["token_ids"] == per80["token_ids"]
+    # 64 KiB reads (1 s of f32): at most one feed per read, however the reader and the worker interleave
+    assert got["stats"]["n_feeds"] <= 4 and got["stats"]["max_backlog_ms"] >= 1000
+    assert 2 * got["stats"]["n_encoder_calls"] <= per80["stats"]["n_encoder_calls"], (got["stats"], per80["stats"])
+
+
+def _paced_stdin(tiny, pcm16: bytes, *args: str, piece_ms: int = 80, sleep_s: float = 0.01) -> dict:
+    """Writes s16le in piece_ms pieces with a pause after each, like a live source (faster than real time)."""
+    p = subprocess.Popen([str(RUNNER), "--model_path", str(tiny["fp32"]), "--tokenizer_path",
+                          str(tiny["dir"] / "tekken.json"), "--json", "--stats", "--stdin", *args],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    step = 16 * piece_ms * 2
+    for i in range(0, len(pcm16), step):
+        p.stdin.write(pcm16[i:i + step])
+        p.stdin.flush()
+        time.sleep(sleep_s)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err.decode()[-2000:]
+    return json.loads(out)
+
+
+def test_min_feed_ms(tiny, wavs):
+    """--min_feed_ms N: feeds of at least N ms (less CPU, more latency), the same tokens. --stdin from a paced
+    writer; --streaming groups its --chunk_ms pieces."""
+    x = load_audio(wavs["mono16k"])  # 3.1 s
+    pcm16 = (np.clip(x, -1, 1) * 32767).astype("<i2")
+    ref = transcribe(PteEngine(tiny["fp32"]), tiny["tok"], pcm16.astype(np.float32) / 32768.0)
+    paced = _paced_stdin(tiny, pcm16.tobytes())
+    assert paced["token_ids"] == ref["token_ids"]
+    batched = _paced_stdin(tiny, pcm16.tobytes(), "--min_feed_ms", "1000")
+    assert batched["token_ids"] == ref["token_ids"]
+    assert batched["stats"]["n_feeds"] <= 4  # every feed but the last has >= 1 s
+    s = _cpp(tiny, "--audio_path", str(wavs["mono16k"]), "--streaming", "--chunk_ms", "80", "--min_feed_ms", "1000",
+             "--stats")
+    assert s["token_ids"] == _py(tiny, wavs["mono16k"])["token_ids"]
+    assert s["stats"]["n_feeds"] == 3  # 13 pieces of 80 ms (1.04 s) per feed: 1.04 + 1.04 + 1.02 s
+    for bad in (["--stdin", "--min_feed_ms", "-1"], ["--audio_path", str(wavs["mono16k"]), "--min_feed_ms", "500"]):
+        r = run("--model_path", str(tiny["fp32"]), "--tokenizer_path", str(tiny["dir"] / "tekken.json"), *bad,
+                stdin=b"")
+        assert r.returncode == 1 and b"--min_feed_ms" in r.stderr

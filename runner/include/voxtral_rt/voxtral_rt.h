@@ -25,6 +25,8 @@
 //     Results do not depend on concurrency: each Session gives the tokens a sequential run gives.
 //   * A Session must be used by one thread at a time, except Session::stop(), which may be called from any
 //     thread (e.g. a signal watcher). Different Sessions may be used from different threads freely.
+//   * LiveSession (end of this file) runs a Session on its own worker thread, for audio pushed from any thread
+//     (e.g. an audio callback) without waiting for the model; its contract is stated there.
 //   * Concurrent Sessions share ExecuTorch's process-wide CPU threadpool (RunnerOptions::threads), so two
 //     sessions on N cores get roughly N cores between them, not 2N.
 //   * A Session may outlive its Runner (it keeps the loaded model alive until it is destroyed).
@@ -214,5 +216,88 @@ class Runner {
 
 // Delay in tokens for `delay_ms` (-1 = default), or -1 with *error if the model does not support it.
 int resolve_delay_tokens(const ModelInfo& info, int delay_ms, std::string* error);
+
+// ---------------------------------------------------------------------------------------------- live input
+
+// A Session driven by its own worker thread, for audio that arrives in real time (an audio callback, a pipe):
+//
+//   auto live = voxtral_rt::LiveSession::start(*runner, {}, {}, &err);   // nullptr + err on failure
+//   // audio callback (any thread):  live->push(pcm16k, n);              // copies, returns at once
+//   // UI thread, whenever:          std::cout << live->take_text();
+//   live->finish();                                   // end of audio: feed the rest, flush, join the worker
+//   live->session().token_ids();                      // the whole result, once finish() has returned
+//
+// push() only queues a copy; the worker takes *everything* queued each time it wakes and feeds it as one piece,
+// so audio that piled up during a slow model call becomes one feed() -- encoder calls of up to max_enc_tokens
+// -- instead of many small calls one after another. A stream that falls behind thus catches up with fewer,
+// bigger calls. The tokens are exactly those of Session::feed() on the same audio in any pieces.
+//
+// Threading contract:
+//   * push(), stop(), take_text(), failed(), error() and stats() may be called from any thread, at any time,
+//     concurrently. push() takes an internal mutex only for the copy, never waits for the model, and does not
+//     allocate once the queue has grown to the size of the largest backlog (the worker hands its buffer back).
+//   * stop() is lock-free (atomic stores only): it may be called from a signal handler.
+//   * SessionOptions::on_token and LiveOptions::on_text are called from the worker thread. They must not call
+//     finish() (it would wait for its own thread: it returns false instead) or destroy the LiveSession; push(),
+//     stop() and take_text() are fine.
+//   * session() belongs to the worker until finish() returns; use it only after that.
+//   * finish() and the destructor may be called from any one thread (not the worker).
+//   * The worker starts with the signal mask of the thread that calls start(): block the signals you want on
+//     other threads (e.g. SIGINT for a main thread blocked in read()) around that call.
+struct LiveOptions {
+  // Feed only once at least this much audio is queued (or at finish()): fewer, bigger model calls (less CPU
+  // per second of audio) for up to min_feed_ms more latency. 0 = feed as soon as anything is queued.
+  int min_feed_ms = 0;
+  // Most audio queued at once (0 = unbounded). push() never blocks: past the bound it refuses the piece
+  // (returns false, counted in LiveStats::dropped_samples), so a caller that outruns the model loses audio
+  // instead of memory.
+  int max_queue_ms = 0;
+  // Optional: the text each feed() released, called from the worker (when non-empty). Set, the text goes only
+  // here; unset, it is kept for take_text().
+  std::function<void(const std::string& text)> on_text;
+};
+
+struct LiveStats {
+  int64_t pushed_samples = 0;       // accepted by push()
+  int64_t dropped_samples = 0;      // refused by push(): queue full, or after finish()/stop()/an error
+  int64_t fed_samples = 0;          // handed to Session::feed()
+  int64_t n_feeds = 0;              // Session::feed() calls by the worker
+  int64_t queued_samples = 0;       // waiting now
+  int64_t max_backlog_samples = 0;  // most audio the worker took at one wake-up
+};
+
+class LiveSession {
+ public:
+  // Creates a Session (as Runner::create_session) and starts its worker. nullptr and *error on failure.
+  static std::unique_ptr<LiveSession> start(Runner& runner, const SessionOptions& session_options,
+                                            const LiveOptions& live_options, std::string* error);
+  // Stops the worker (the running model call returns early) and joins it; queued audio is dropped, nothing is
+  // flushed. Call finish() first for the whole transcript.
+  ~LiveSession();
+  LiveSession(const LiveSession&) = delete;
+  LiveSession& operator=(const LiveSession&) = delete;
+
+  // Queue 16 kHz mono PCM (copied) for the worker. Returns false if the piece was refused: after finish(),
+  // stop() or an error, when the queue is full (LiveOptions::max_queue_ms), or pcm16k == nullptr with n > 0.
+  bool push(const float* pcm16k, size_t n_samples);
+  // End of audio: waits until the worker has fed everything queued, flushes (Session::flush) and joins it.
+  // Returns false on an error (see error()) or if called from the worker. After stop(), returns without
+  // feeding or flushing the rest. Idempotent.
+  bool finish();
+  // Make the running model call return early, and drop the queue and later pushes (lock-free, see above).
+  void stop();
+
+  std::string take_text();  // text released since the last call (empty when LiveOptions::on_text is set)
+  bool failed() const;      // the worker hit an error: push() refuses audio, finish() returns false
+  std::string error() const;
+  LiveStats stats() const;
+  // The underlying Session: token_ids(), text(), stats(), ... -- only once finish() has returned.
+  Session& session();
+
+ private:
+  struct Impl;
+  explicit LiveSession(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace voxtral_rt
