@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPORT = ROOT / "export" / "export_voxtral_rt.py"
+RUNNER_BIN = ROOT / "runner" / "build" / "voxtral_realtime_runner"
 
 
 def speech(sr: int, seconds: float, seed: int, channels: int = 1, spread: float = 0.5) -> np.ndarray:
