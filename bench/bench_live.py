@@ -15,7 +15,8 @@ and a real one emit [STREAMING_PAD] through the pauses). Three modes per runner,
   time (the runner's `--json --stats` token_emit_ms, steady clock) - that time. Lag figures cover the
   tokens of real audio (not the right pad after the end of input): p50 / p95 / max in wall ms, p95 in audio
   ms beyond the delay (x pace - delay_ms: the issue's goal), drift (least-squares slope of lag against audio
-  time, ms per s of audio: ~0 when the runner keeps up, (RTF - 1) x 1000 when it does not), and end lag
+  time, wall ms per s of audio, over the tokens decided before the end of input: ~0 when the runner keeps up,
+  ~(RTF - 1/pace) x 1000 when it does not), and end lag
   (runner exit - the due time of the last chunk; the runner then has the right pad to decode).
 - backlog: the whole clip written to --stdin at once; throughput = audio s per wall s (the runner's wall).
 - offline: --audio_path on the same samples (16-bit WAV); offline RTF.
@@ -232,8 +233,11 @@ def live_figures(r: dict, pace: float, audio_ms: float) -> dict:
     idx = np.clip(np.ceil(times / chunk_ms).astype(np.int64) - 1, 0, last_chunk)
     written = r["t_start"] + idx * r["period_s"]
     lag = (emit - written) * 1000.0  # wall ms
-    lr, tr = lag[real], times[real] / 1000.0
-    slope = float(np.polyfit(tr, lr, 1)[0]) if len(lr) >= 2 and np.ptp(tr) > 0 else 0.0
+    lr = lag[real]
+    # Drift over the tokens decided before the end of input: the last delay's worth come out at the flush, early.
+    steady = times + j["delay_ms"] <= audio_ms
+    tr, ls = times[steady] / 1000.0, lag[steady]
+    slope = float(np.polyfit(tr, ls, 1)[0]) if len(ls) >= 2 and np.ptp(tr) > 0 else 0.0
     return {
         "lag_p50_ms": float(np.percentile(lr, 50)),
         "lag_p95_ms": float(np.percentile(lr, 95)),
