@@ -361,6 +361,15 @@ int main(int argc, char** argv) {
   sopts.max_enc_tokens = FLAGS_max_enc_tokens;
   sopts.draft_tokens = FLAGS_draft_tokens;
   sopts.stop_at_eos = is_default("stop_at_eos") ? !FLAGS_stdin : FLAGS_stop_at_eos;
+  // --json --stats: the steady-clock time (CLOCK_MONOTONIC on Linux, as Python's time.monotonic) at which each
+  // token was emitted; bench/bench_live.py measures the live lag from these.
+  std::vector<double> emit_steady_ms;
+  if (FLAGS_json && FLAGS_stats) {
+    sopts.on_token = [&emit_steady_ms](const voxtral_rt::TokenEvent&) {
+      emit_steady_ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count());
+    };
+  }
   // A live stdin stream may run for days and prints as it goes: keep flat memory (--json needs every id).
   if (FLAGS_stdin && !FLAGS_json) sopts.max_history = 10000;
   const bool live = !FLAGS_json && (FLAGS_streaming || FLAGS_stdin);
@@ -437,7 +446,15 @@ int main(int argc, char** argv) {
     j["delay_ms"] = session->delay_tokens() * info.ms_per_token;
     j["audio_ms"] = 1000.0 * static_cast<double>(session->stats().n_samples) / model_rate;
     j["finished"] = session->finished();
-    if (FLAGS_stats) j["stats"] = stats_json(*runner, session->stats(), wall_ms, model_rate);
+    if (FLAGS_stats) {
+      j["stats"] = stats_json(*runner, session->stats(), wall_ms, model_rate);
+      // Per token: wall ms from the start of feeding (the base of wall_ms) to its emission; t0 on the steady clock.
+      const double t0_ms = std::chrono::duration<double, std::milli>(t0.time_since_epoch()).count();
+      std::vector<double> emit_ms;
+      for (const double t : emit_steady_ms) emit_ms.push_back(t - t0_ms);
+      j["stats"]["token_emit_ms"] = emit_ms;
+      j["stats"]["t0_steady_ms"] = t0_ms;
+    }
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else if (!live) {
     std::printf("%s\n", session->text().c_str());

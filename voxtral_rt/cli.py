@@ -17,8 +17,11 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     from .synth import synth
 
     t0 = time.time()
-    synth(a.out_dir, preset=a.preset, seed=a.seed, fmt=a.format)
-    print(f"wrote {a.preset} checkpoint ({a.format}) to {a.out_dir} in {time.time() - t0:.1f} s", file=sys.stderr)
+    if a.pad_share is not None and not 0.0 < a.pad_share < 1.0:
+        raise UsageError(f"--pad-share must be in (0, 1), got {a.pad_share}")
+    synth(a.out_dir, preset=a.preset, seed=a.seed, fmt=a.fmt, pad_share=a.pad_share)
+    share = "" if a.pad_share is None else f", PAD share {a.pad_share}"
+    print(f"wrote {a.preset} checkpoint ({a.fmt}{share}) to {a.out_dir} in {time.time() - t0:.1f} s", file=sys.stderr)
     return 0
 
 
@@ -90,12 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m voxtral_rt", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
+    from .synth import add_synth_args
+
     s = sub.add_parser("synth", help="write a synthetic checkpoint in the real on-disk format (random weights)")
-    s.add_argument("out_dir")
-    s.add_argument("--preset", choices=["tiny", "4b"], default="tiny", help="tiny: test shapes; 4b: the real shapes (8.9 GB)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--format", choices=["mistral", "hf"], default="mistral",
-                   help="mistral: params.json + consolidated.safetensors; hf: config.json + model.safetensors")
+    add_synth_args(s)
     s.set_defaults(fn=_cmd_synth)
 
     t = sub.add_parser("transcribe", help="transcribe an audio file (eager model or .pte)",

@@ -7,19 +7,26 @@ HF:      config.json + generation_config.json + preprocessor_config.json + model
 Weights are generated tensor by tensor (row chunks for big ones) and streamed into the file by a small
 safetensors writer, so the 4B preset (8.9 GB) needs well under 2 GB of RAM. Each tensor has its own
 generator seeded from (seed, name), so both formats hold the same weights for the same seed.
+
+The plain random model emits [STREAMING_PAD] at ~0 % of steps, where a real one emits it at ~75 % on speech
+(and 100 % in silence). `--pad-share P` turns a few rows of the random weights into an energy gate (`PadGate`)
+so the model emits PAD on the quietest share P of the tokens of speech-like audio (`voxtral_rt.speechlike`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import time
 import zlib
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from .checkpoint import (
@@ -36,7 +43,7 @@ from .checkpoint import (
     rope_heads,
     rope_native_to_hf,
 )
-from .config import PRESETS, REAL_AUDIO, AudioArgs, ModelArgs
+from .config import PRESETS, REAL_AUDIO, AudioArgs, EncoderArgs, ModelArgs
 
 _ST_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
 _CHUNK_ELEMS = 1 << 24  # rows are generated ~16M values (32 MB of bf16) at a time
@@ -161,9 +168,165 @@ def init_tensor(name: str, shape: tuple[int, ...], seed: int, dtype: torch.dtype
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def synth_state_dict(args: ModelArgs, seed: int = 0, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+def synth_state_dict(args: ModelArgs, seed: int = 0, dtype: torch.dtype = torch.bfloat16,
+                     pad_share: float | None = None) -> dict[str, torch.Tensor]:
     """Internal-name state dict with exactly the values synth() writes (tiny models only: all in RAM)."""
-    return {n: init_tensor(n, s, seed, dtype) for n, s in expected_shapes(args).items()}
+    chunks = _random_chunks(seed, dtype, False, args, PadGate.for_share(args, pad_share) if pad_share is not None else None)
+    return {n: torch.cat(list(chunks(n, s))) for n, s in expected_shapes(args).items()}
+
+
+# ----------------------------------------------------------------------------- --pad-share: a PAD gate on audio energy
+
+# The reference signal --pad-share is calibrated on (voxtral_rt.speechlike; benchmarks use other seeds).
+PAD_GATE_REF_SECONDS = 600.0
+PAD_GATE_REF_SEED = 1000
+
+
+def pad_gate_energy(audio: np.ndarray, enc: EncoderArgs) -> np.ndarray:
+    """Per audio token of `audio` (16 kHz float PCM, one value per 80 ms token): the energy the PAD gate compares
+    with its threshold, in normalised log-mel units (silence = global_log_mel_max - 8 mapped to -0.625).
+
+    It mirrors the gate's path through the conv stem: conv1 output frame i averages the mel energy (mean over
+    bins) of frames i-2..i; conv2 frame j reads conv1 frames 2j-1..2j+1, and token t owns conv2 frames
+    4t..4t+3. A token is gated (PAD) when any of its conv1 frames is below the threshold, so its energy is the
+    minimum over conv1 frames 8t-1..8t+7.
+    """
+    from .mel import log_mel
+
+    spt = enc.hop_length * enc.mel_frames_per_token
+    n_tok = len(audio) // spt
+    if n_tok == 0:
+        return np.zeros(0)
+    e = log_mel(torch.from_numpy(np.asarray(audio, np.float32)), enc).mean(0).double().numpy()
+    e = np.concatenate([[e[0], e[0]], e])  # conv1 frame i: mean over mel frames i-2..i
+    e3 = (e[:-2] + e[1:-1] + e[2:]) / 3.0
+    e3 = np.concatenate([[e3[0]], e3, np.full(8, e3[-1])])  # frame 8t-1 .. 8t+7 for every token
+    return np.array([e3[8 * t : 8 * t + 9].min() for t in range(n_tok)])
+
+
+@functools.lru_cache(maxsize=4)
+def _reference_energies(enc: EncoderArgs) -> np.ndarray:
+    from .speechlike import speech_with_pauses
+
+    return np.sort(pad_gate_energy(speech_with_pauses(PAD_GATE_REF_SECONDS, enc.sampling_rate, PAD_GATE_REF_SEED), enc))
+
+
+def pad_gate_threshold(share: float, enc: EncoderArgs) -> float:
+    """The energy below which a share `share` of the reference signal's tokens lie (their P-quantile)."""
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"--pad-share must be in (0, 1), got {share}")
+    return float(np.quantile(_reference_energies(enc), share))
+
+
+@dataclass(frozen=True)
+class PadGate:
+    """Weight edits that make a random checkpoint emit [STREAMING_PAD] on quiet audio.
+
+    A voice-activity detector built from a handful of rows of the random weights; every other value is the plain
+    random init. Channel indices are fixed (encoder channel `enc_ch`, projector hidden unit `proj_unit`, decoder
+    channel `dec_ch`):
+
+    1. conv1 row enc_ch averages the 3 x n_mels log-mel inputs with weight -G/(3 n_mels), bias G*tau: after
+       GELU it is ~G*relu(tau - energy), zero on speech and huge (G = 32 * 3 n_mels) on quiet frames.
+    2. conv2 row enc_ch averages conv1 channel enc_ch over its 3 taps and reads nothing else; no other conv2
+       row reads that channel.
+    3. Every encoder layer's wo and w2 row enc_ch (and bias) are zero, so the residual stream carries the
+       gate value unchanged. On a quiet frame it dominates the final RMSNorm: the normalised frame is ~+-w*e_k
+       (saturated); on speech the channel is ~0.
+    4. Projector: hidden unit proj_unit sums channel enc_ch of the token's 4 frames (weight `proj_gain`,
+       nothing else); its output column writes only decoder channel dec_ch (weight `out_gain`).
+    5. The [STREAMING_PAD] row of the tied embedding / LM head gets `pad_weight` at dec_ch.
+    6. The EOS row is zero: its logit is then 0 while the largest of the other random logits is always
+       positive, so the model never stops a stream early. (The plain random model emits EOS with chance
+       ~1/vocab per step; at the tiny preset's 3000 ids that ended test streams after a few tokens.)
+
+    On a gated token the decoder's residual stream is dominated by channel dec_ch, so the final norm saturates
+    to ~w*e_c and the logits to w*sqrt(dim)*E[:, c]: PAD wins because pad_weight (1.0) exceeds every other row's
+    random value there (N(0, 0.1^2): max ~0.5 over 131072 rows). On speech the channel is ~0 and decoding is
+    that of the plain random model (PAD ~never). Which tokens are gated is a function of the audio only, so the
+    PAD runs follow pauses and syllable dips as on real speech, and the share on a given signal is the share of
+    its tokens below tau (`pad_gate_energy`). `tau` is the P-quantile of that energy over the reference signal
+    (speech_with_pauses, 600 s, seed 1000). No model is run to calibrate.
+
+    Why it holds at 4b without running it: each stage is ~0 or saturated, and what the gate must beat is the
+    random residual stream, whose per-channel RMS depends on depth but not on width (N(0, 4/fan_in) weights
+    and pre-norm blocks: measured at 2 layers 10.4 / 9.5 (encoder / decoder) for widths 128 / 256 and 10.2 /
+    9.4 for the real 1280 / 3072; at the real depths 32 / 26, width 128 / 256: <= 45 / 54). A token flips to
+    PAD when dec_ch reaches ~0.5 x the rest of the decoder's final hidden state (sqrt(dim) x RMS), i.e. at 4b
+    ~0.5 * 55 * 54 = 1.5e3 against 16384 * w * sqrt(1280) ~ 6e5 for one saturated frame, so a frame counts as
+    soon as its encoder channel reaches 0.25 % of the encoder's rest (sqrt(1280) x 45): 4 units, which conv1's
+    gain G reaches 0.001 below tau. The share then moves by < 0.5 point. Measured with the eager model on
+    other-seed speech-like audio, the gate's PAD decisions equal the energy rule on 100 % of tokens at
+    P = 0.5 / 0.75 / 0.9 for the tiny preset, the real depths and vocab at width 128 / 256, and the real
+    widths and vocab at 2 layers; shares 0.49-0.50 / 0.74-0.76 / 0.89-0.90.
+    """
+
+    args: ModelArgs
+    tau: float
+    pad_id: int = 32  # [STREAMING_PAD] in the tekken.json synth writes (and in the real one)
+    eos_id: int = 2
+    enc_ch: int = 0
+    proj_unit: int = 0
+    dec_ch: int = 0
+    proj_gain: float = 1.0
+    out_gain: float = 16384.0
+    pad_weight: float = 1.0
+
+    @classmethod
+    def for_share(cls, args: ModelArgs, share: float) -> "PadGate":
+        return cls(args, pad_gate_threshold(share, args.encoder))
+
+    @property
+    def conv_gain(self) -> float:
+        return 32.0 * 3 * self.args.encoder.num_mel_bins  # conv1 weights are then exactly -32 in bf16
+
+    def touches(self, name: str) -> bool:
+        return name.startswith(("whisper_encoder.conv_layers.", "audio_language_projection.", "tok_embeddings.")) or (
+            name.startswith("whisper_encoder.transformer.layers.")
+            and name.endswith(("attention.wo.weight", "attention.wo.bias", "feed_forward.w2.weight", "feed_forward.w2.bias")))
+
+    def edit_chunks(self, name: str, chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        r0 = 0
+        for c in chunks:
+            self.edit(name, r0, c)
+            r0 += c.shape[0]
+            yield c
+
+    def edit(self, name: str, r0: int, c: torch.Tensor) -> None:
+        """Edit in place the block of rows r0.. of internal tensor `name`."""
+        e, k = self.args.encoder, self.enc_ch
+
+        def row(i: int) -> int | None:
+            return i - r0 if r0 <= i < r0 + c.shape[0] else None
+
+        if name == "whisper_encoder.conv_layers.0.conv.weight":
+            if (i := row(k)) is not None:
+                c[i] = -self.conv_gain / (3 * e.num_mel_bins)
+        elif name == "whisper_encoder.conv_layers.0.conv.bias":
+            c[k] = self.conv_gain * self.tau
+        elif name == "whisper_encoder.conv_layers.1.conv.weight":
+            c[:, k, :] = 0.0
+            if (i := row(k)) is not None:
+                c[i] = 0.0
+                c[i, k, :] = 1.0 / 3.0
+        elif name == "whisper_encoder.conv_layers.1.conv.bias":
+            c[k] = 0.0
+        elif name.startswith("whisper_encoder.transformer.layers."):
+            if (i := row(k)) is not None:
+                c[i] = 0.0
+        elif name == "audio_language_projection.0.weight":
+            if (i := row(self.proj_unit)) is not None:
+                c[i] = 0.0
+                c[i, k :: e.dim] = self.proj_gain  # channel k of each of the token's downsample_factor frames
+        elif name == "audio_language_projection.2.weight":
+            c[:, self.proj_unit] = 0.0
+            if (i := row(self.dec_ch)) is not None:
+                c[i, self.proj_unit] = self.out_gain
+        elif name == "tok_embeddings.weight":
+            if (i := row(self.pad_id)) is not None:
+                c[i, self.dec_ch] = self.pad_weight
+            if (i := row(self.eos_id)) is not None:
+                c[i] = 0.0
 
 
 # ----------------------------------------------------------------------------- writing checkpoints
@@ -207,13 +370,15 @@ def _write_tensors(
         raise
 
 
-def _random_chunks(seed: int, dtype: torch.dtype, hf: bool, args: ModelArgs) -> Callable[[str, tuple[int, ...]], Iterable[torch.Tensor]]:
+def _random_chunks(seed: int, dtype: torch.dtype, hf: bool, args: ModelArgs,
+                   gate: "PadGate | None" = None) -> Callable[[str, tuple[int, ...]], Iterable[torch.Tensor]]:
     perm = rope_heads(args) if hf else {}
 
     def chunks(name: str, shape: tuple[int, ...]) -> Iterable[torch.Tensor]:
-        if name in perm:  # q/k are at most 4096x3072: permute the whole tensor at once
+        if name in perm:  # q/k are at most 4096x3072: permute the whole tensor at once (never gated)
             return [rope_native_to_hf(init_tensor(name, shape, seed, dtype), perm[name]).contiguous()]
-        return tensor_chunks(name, shape, seed, dtype)
+        it = tensor_chunks(name, shape, seed, dtype)
+        return gate.edit_chunks(name, it) if gate is not None and gate.touches(name) else it
 
     return chunks
 
@@ -293,8 +458,15 @@ def synth(
     args: ModelArgs | None = None,
     audio: AudioArgs | None = None,
     progress: bool | None = None,
+    pad_share: float | None = None,
 ) -> Path:
-    """Write a complete random checkpoint directory in the real format `fmt` ("mistral" | "hf")."""
+    """Write a complete random checkpoint directory in the real format `fmt` ("mistral" | "hf").
+
+    pad_share None: the plain random model (it emits [STREAMING_PAD] at ~0 % of steps). A share P in (0, 1)
+    edits a few rows of the random weights into an energy gate (`PadGate`) so that the model emits PAD on the
+    quietest share P of the tokens of speech-like audio (`voxtral_rt.speechlike`): in pauses and syllable dips,
+    in bursts as on real speech. Same files, names, shapes and dtypes; only those values differ.
+    """
     from .tokenizer import write_tekken_json
 
     if args is None:
@@ -309,7 +481,8 @@ def synth(
         progress = args.dim >= 1024  # only the big preset takes long enough to report
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chunks = _random_chunks(seed, dtype, fmt == "hf", args)
+    gate = PadGate.for_share(args, pad_share) if pad_share is not None else None
+    chunks = _random_chunks(seed, dtype, fmt == "hf", args, gate)
     if fmt == "mistral":
         write_mistral(out, args, chunks, dtype, progress)
     else:
@@ -342,16 +515,35 @@ def convert_to_hf(src_dir: str | Path, out_dir: str | Path, progress: bool = Fal
     return out
 
 
-def main_synth(argv: list[str] | None = None) -> int:
-    """`python -m voxtral_rt synth OUT_DIR --preset tiny|4b [--seed N] [--format mistral|hf]`."""
-    ap = argparse.ArgumentParser(prog="voxtral_rt synth", description="Write a random checkpoint in a real on-disk format.")
+PAD_SHARE_HELP = (
+    "make the random model emit [STREAMING_PAD] on about this share (0 < P < 1) of the generated steps on "
+    "speech-like audio (voxtral_rt.speechlike: utterances and pauses), as a real model does on speech (~0.75; "
+    "silence is all PAD). A few rows of the random weights become an energy gate: tokens quieter than the "
+    "P-quantile of the reference signal's token energies get PAD, in pauses and between syllables, so PAD comes "
+    "in bursts as on real speech; louder tokens decode as the plain random model (PAD ~never), and EOS is "
+    "disabled. The decision is saturated at every stage, so it holds for any preset (tiny and 4b) without "
+    "calibration. On other audio the share follows its loudness (louder: less PAD): measure and report it. "
+    "Same files, names, shapes and dtypes. Default: the plain random model (PAD at ~0 %% of steps)")
+
+
+def add_synth_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("out_dir")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                    help="tiny: test shapes; 4b: the real shapes (8.9 GB)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--format", dest="fmt", choices=["mistral", "hf"], default="mistral")
+    ap.add_argument("--format", dest="fmt", choices=["mistral", "hf"], default="mistral",
+                    help="mistral: params.json + consolidated.safetensors; hf: config.json + model.safetensors")
+    ap.add_argument("--pad-share", type=float, default=None, metavar="P", help=PAD_SHARE_HELP)
+
+
+def main_synth(argv: list[str] | None = None) -> int:
+    """`python -m voxtral_rt synth OUT_DIR --preset tiny|4b [--seed N] [--format mistral|hf] [--pad-share P]`."""
+    ap = argparse.ArgumentParser(prog="voxtral_rt synth", description="Write a random checkpoint in a real on-disk format.")
+    add_synth_args(ap)
     a = ap.parse_args(argv)
     t0 = time.monotonic()
-    out = synth(a.out_dir, preset=a.preset, seed=a.seed, fmt=a.fmt, progress=True if a.preset == "4b" else None)
+    out = synth(a.out_dir, preset=a.preset, seed=a.seed, fmt=a.fmt, progress=True if a.preset == "4b" else None,
+                pad_share=a.pad_share)
     print(f"[synth] wrote {a.preset} ({a.fmt}) to {out} in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return 0
 

@@ -100,6 +100,19 @@ def test_stats_output(tiny, wavs):
         assert key.lower() in err.lower(), key
 
 
+def test_json_stats_token_emit_ms(tiny, wavs):
+    """--json --stats gives each token's emission time (ms from the start of feeding, non-decreasing, within the
+    run's wall time) and the start on the steady clock (bench/bench_live.py measures live lag from these)."""
+    pcm = (np.clip(load_audio(wavs["mono16k"]), -1, 1) * 32767).astype("<i2").tobytes()
+    for args, stdin in ((("--audio_path", str(wavs["mono16k"])), None), (("--stdin",), pcm)):
+        j = _cpp(tiny, "--stats", *args, stdin=stdin)
+        emit, s = j["stats"]["token_emit_ms"], j["stats"]
+        assert len(emit) == len(j["token_ids"]) == s["n_generated"] > 0
+        assert all(b >= a for a, b in zip(emit, emit[1:])) and 0 <= emit[0] and emit[-1] <= s["wall_ms"]
+        assert s["t0_steady_ms"] > 0
+    assert "token_emit_ms" not in _cpp(tiny, "--audio_path", str(wavs["mono16k"])).get("stats", {})
+
+
 def test_stderr_quiet_unless_verbose(tiny, wavs, tmp_path):
     """A plain run prints the transcript and nothing on stderr: ExecuTorch's own start-up logs are routed through
     the library's log callback (Debug level: shown with --verbose), its errors as warnings."""

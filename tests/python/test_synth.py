@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -179,3 +180,65 @@ def test_4b_preset_plan_only(tmp_path):
     c = json.loads((tmp_path / "config.json").read_text())
     assert c["text_config"]["num_key_value_heads"] == 8 and c["audio_config"]["head_dim"] == 64
     assert c["default_num_delay_tokens"] == 6
+
+
+# ----------------------------------------------------------------------------- --pad-share
+
+
+def _pad_runs(pad: np.ndarray) -> list[int]:
+    runs, n = [], 0
+    for p in pad:
+        if p:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs + ([n] if n else [])
+
+
+@pytest.mark.parametrize("share", [0.5, 0.75, 0.9])
+def test_pad_share_measured_on_speechlike_audio(tmp_path, share):
+    """The eager tiny model emits [STREAMING_PAD] at the requested share of generated steps (+-0.04) on speech-like
+    audio it was not calibrated on (another seed), exactly on the tokens the gate's energy rule predicts, in bursts."""
+    from voxtral_rt.checkpoint import load_model
+    from voxtral_rt.protocol import EagerEngine, transcribe
+    from voxtral_rt.speechlike import speech_with_pauses
+    from voxtral_rt.synth import pad_gate_energy, pad_gate_threshold
+    from voxtral_rt.tokenizer import Tekken
+
+    d = synth(tmp_path / "m", "tiny", pad_share=share)
+    model, args = load_model(d)
+    tok = Tekken.from_file(d / "tekken.json")
+    audio = speech_with_pauses(90.0, seed=7)
+    r = transcribe(EagerEngine(model), tok, audio)
+    ids = np.array(r["token_ids"])
+    assert not r["eos"] and len(ids) == r["n_audio_tokens"] - (1 + 32 + 6)  # no early EOS: the whole stream
+    pad = ids == tok.streaming_pad_id
+    assert abs(pad.mean() - share) <= 0.04, pad.mean()
+    # Token i is decided at decoder position 32 + 6 + i, i.e. by real audio token 6 + i.
+    energy = pad_gate_energy(audio, args.encoder)[6:]
+    n = min(len(energy), len(ids))
+    gated = energy[:n] < pad_gate_threshold(share, args.encoder)
+    assert (gated == pad[:n]).mean() >= 0.99
+    # Bursty as on speech: whole pauses are PAD (runs of 8+), and PAD runs are no shorter on average than independent
+    # draws at the same share would give (1 / (1 - p); measured: 2.2x that at 0.5 and 0.75, 1.0x at 0.9).
+    runs = _pad_runs(pad)
+    assert max(runs) >= 8 and np.mean(runs) >= 0.95 / (1.0 - pad.mean())
+
+
+def test_pad_share_same_weights_in_both_formats_and_only_gate_rows_change(tmp_path):
+    ref = synth_state_dict(A, seed=0, pad_share=0.75)
+    plain = synth_state_dict(A, seed=0)
+    for fmt in ("mistral", "hf"):
+        d = synth(tmp_path / fmt, "tiny", seed=0, fmt=fmt, pad_share=0.75)
+        sd = load_state_dict(d, A)
+        assert all(torch.equal(sd[n], ref[n]) for n in ref), fmt
+    changed = {n for n in ref if not torch.equal(ref[n], plain[n])}
+    assert "tok_embeddings.weight" in changed and "whisper_encoder.conv_layers.0.conv.bias" in changed
+    assert not any(".wq." in n or ".wk." in n or n.startswith("layers.") for n in changed), changed
+    # Outside the gate's rows/columns the values are the plain random ones.
+    e, p = ref["tok_embeddings.weight"], plain["tok_embeddings.weight"]
+    assert torch.equal(e[33:], p[33:]) and torch.equal(e[32, 1:], p[32, 1:]) and e[32, 0] == 1.0
+    assert main_synth([str(tmp_path / "x"), "--pad-share", "0.75"]) == 0
+    with pytest.raises(ValueError, match="pad-share"):
+        synth(tmp_path / "y", "tiny", pad_share=1.0)
