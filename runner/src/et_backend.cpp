@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include "log.h"
+#include "memtrace.h"
 #include "metadata.h"
 
 // The wheel ships no extension/threadpool/threadpool.h, but libexecutorch_threadpool exports these symbols.
@@ -79,6 +80,8 @@ class EtBackend : public ModelBackend {
     auto names = module_->method_names();
     if (!names.ok()) return Status::error(path_ + ": cannot list methods: " + et_error(names.error()));
     names_ = *names;
+    log_planned_sizes();
+    if (mem_trace_enabled()) trace_memory("program loaded");
     auto read_int = [this](const char* key, int64_t* v) -> Status {
       if (!names_.count(key))
         return Status::error(path_ + ": missing metadata '" + key +
@@ -91,7 +94,23 @@ class EtBackend : public ModelBackend {
       *v = r->at(0).toInt();
       return Status();
     };
-    return read_model_info(read_int, path_, &info_);
+    VX_RETURN_IF_ERROR(read_model_info(read_int, path_, &info_));
+    if (mem_trace_enabled()) trace_memory("metadata read");
+    return Status();
+  }
+
+  // Planned memory per method (index i = mem_id i + 1: activations, then the shared mutable buffers).
+  void log_planned_sizes() {
+    for (const auto& name : names_) {
+      auto meta = module_->method_meta(name);
+      if (!meta.ok()) continue;
+      std::string sizes;
+      for (size_t i = 0; i < meta->num_memory_planned_buffers(); ++i) {
+        auto n = meta->memory_planned_buffer_size(i);
+        sizes += (i ? ", " : "") + std::to_string(n.ok() ? *n : -1);
+      }
+      VX_LOG_DEBUG("method %s: planned buffers [%s] bytes", name.c_str(), sizes.c_str());
+    }
   }
 
   Status load_methods() {
@@ -102,6 +121,7 @@ class EtBackend : public ModelBackend {
       const Error le = module_->load_method(m);
       if (le != Error::Ok) return Status::error(path_ + ": cannot load method '" + m + "': " + et_error(le));
       VX_LOG_DEBUG("loaded method %s in %.1f ms", m, now() - t0);
+      if (mem_trace_enabled()) trace_memory((std::string("loaded ") + m).c_str());
     }
     return Status();
   }
