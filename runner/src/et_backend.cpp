@@ -2,15 +2,21 @@
 
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
+#include <executorch/runtime/backend/backend_options_map.h>
+#include <executorch/runtime/core/hierarchical_allocator.h>
 #include <executorch/runtime/platform/platform.h>
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstring>
+#include <map>
 #include <unordered_set>
+#include <utility>
 
 #include "log.h"
 #include "memtrace.h"
@@ -48,27 +54,84 @@ std::string et_error(Error e) {
   return s;
 }
 
+// A memory mapping, unmapped when destroyed.
+class Mapping {
+ public:
+  Mapping() = default;
+  Mapping(void* p, size_t n) : p_(static_cast<uint8_t*>(p)), n_(n) {}
+  Mapping(Mapping&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  Mapping& operator=(Mapping&& o) noexcept {
+    if (this != &o) {
+      reset();
+      p_ = std::exchange(o.p_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+  }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() { reset(); }
+  uint8_t* data() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  void reset() {
+    if (p_) ::munmap(p_, n_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  uint8_t* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+std::string mib(size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+// Planned memory as anonymous pages the kernel zero-fills on first touch: a page costs RSS only once a
+// method writes it. (Module's own arenas are std::vectors, zero-filled up front: at 4b that is ~3.8 GB
+// resident before the first token, most of it K/V ring slots a stream reaches only after minutes.)
+Status map_lazy(size_t size, Mapping* out) {
+  *out = Mapping();
+  if (size == 0) return Status();
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return Status::error("cannot reserve " + mib(size) + " of planned memory: " + std::strerror(errno));
+  *out = Mapping(p, size);
+  return Status();
+}
+
+// One method's planned memory: mem ids 1 and 2 point into the backend's shared arenas, the rest (if an
+// export ever plans more) are the method's own.
+struct PlannedMemory {
+  std::vector<Mapping> own;
+  std::vector<executorch::runtime::Span<uint8_t>> spans;
+  std::unique_ptr<executorch::runtime::HierarchicalAllocator> allocator;
+};
+
 class EtBackend : public ModelBackend {
  public:
   explicit EtBackend(std::string path) : path_(std::move(path)) {}
 
   Status open(bool use_mmap) {
-    // share_memory_arenas: the caches are mutable buffers shared by all methods (exported with
-    // share_mutable_buffers=True); without it each method would see its own copy.
-    module_ = std::make_unique<Module>(path_, use_mmap ? Module::LoadMode::Mmap : Module::LoadMode::File,
-                                       nullptr, nullptr, nullptr, /*share_memory_arenas=*/true);
+    module_ = std::make_unique<Module>(path_, use_mmap ? Module::LoadMode::Mmap : Module::LoadMode::File);
     VX_RETURN_IF_ERROR(open_program());
-    return load_methods();
+    VX_RETURN_IF_ERROR(reserve_shared_arenas());
+    VX_RETURN_IF_ERROR(read_metadata());
+    VX_RETURN_IF_ERROR(load_methods());
+    return Status();
   }
 
-  // Another instance over the same loaded program (same mmapped file, same program object): its own
+  // Another instance over the same loaded program (same mapped file, same program object): its own
   // methods, hence its own planned memory and mutable buffers (the caches of one stream).
   Status open_sibling(const EtBackend& primary) {
-    module_ = std::make_unique<Module>(primary.module_->program(), nullptr, nullptr, nullptr, nullptr,
-                                       /*share_memory_arenas=*/true);
+    module_ = std::make_unique<Module>(primary.module_->program());
     names_ = primary.names_;
     info_ = primary.info_;
-    return load_methods();
+    VX_RETURN_IF_ERROR(reserve_shared_arenas());
+    VX_RETURN_IF_ERROR(load_methods());
+    return Status();
   }
 
  private:
@@ -80,18 +143,92 @@ class EtBackend : public ModelBackend {
     auto names = module_->method_names();
     if (!names.ok()) return Status::error(path_ + ": cannot list methods: " + et_error(names.error()));
     names_ = *names;
-    log_planned_sizes();
     if (mem_trace_enabled()) trace_memory("program loaded");
+    return Status();
+  }
+
+  Status planned_sizes(const std::string& method, std::vector<size_t>* sizes) {
+    auto meta = module_->method_meta(method);
+    if (!meta.ok()) return Status::error(path_ + ": method '" + method + "': " + et_error(meta.error()));
+    sizes->clear();
+    for (size_t i = 0; i < meta->num_memory_planned_buffers(); ++i) {
+      auto n = meta->memory_planned_buffer_size(i);
+      if (!n.ok() || *n < 0) return Status::error(path_ + ": method '" + method + "': bad planned buffer size");
+      sizes->push_back(static_cast<size_t>(*n));
+    }
+    return Status();
+  }
+
+  // Planned buffer i is mem_id i + 1: 1 holds activations, 2 the mutable buffers (the caches), exported with
+  // share_mutable_buffers=True. As Module's share_memory_arenas does, every method gets the SAME arenas for
+  // these two, sized to the largest method: the caches must be one memory for all methods, and activations
+  // are dead between calls. Reserved only (see map_lazy); nothing is resident until a method writes.
+  Status reserve_shared_arenas() {
+    std::vector<size_t> max_sizes, sizes;
+    for (const auto& name : names_) {
+      VX_RETURN_IF_ERROR(planned_sizes(name, &sizes));
+      if (!sizes.empty()) {
+        std::string list;
+        for (size_t i = 0; i < sizes.size(); ++i) list += (i ? ", " : "") + std::to_string(sizes[i]);
+        VX_LOG_DEBUG("method %s: planned buffers [%s] bytes", name.c_str(), list.c_str());
+      }
+      if (sizes.size() > max_sizes.size()) max_sizes.resize(sizes.size(), 0);
+      for (size_t i = 0; i < sizes.size(); ++i) max_sizes[i] = std::max(max_sizes[i], sizes[i]);
+    }
+    shared_arenas_.clear();
+    shared_arenas_.resize(std::min<size_t>(2, max_sizes.size()));
+    size_t total = 0;
+    for (size_t i = 0; i < shared_arenas_.size(); ++i) {
+      VX_RETURN_IF_ERROR(map_lazy(max_sizes[i], &shared_arenas_[i]));
+      total += max_sizes[i];
+    }
+    VX_LOG_DEBUG("reserved %s of shared planned memory (touched only as used)", mib(total).c_str());
+    return Status();
+  }
+
+  // Loads `method` with our planned memory. Module would otherwise allocate (and zero) its own arenas.
+  Status load_method(const std::string& method, const executorch::runtime::LoadBackendOptionsMap* options) {
+    std::vector<size_t> sizes;
+    VX_RETURN_IF_ERROR(planned_sizes(method, &sizes));
+    auto pm = std::make_unique<PlannedMemory>();
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      if (i < shared_arenas_.size()) {
+        pm->spans.emplace_back(shared_arenas_[i].data(), shared_arenas_[i].size());
+      } else {
+        Mapping m;
+        VX_RETURN_IF_ERROR(map_lazy(sizes[i], &m));
+        pm->spans.emplace_back(m.data(), m.size());
+        pm->own.push_back(std::move(m));  // moving a Mapping keeps its address
+      }
+    }
+    pm->allocator = std::make_unique<executorch::runtime::HierarchicalAllocator>(
+        executorch::runtime::Span<executorch::runtime::Span<uint8_t>>(pm->spans.data(), pm->spans.size()));
+    const Error e = module_->load_method(method, pm->allocator.get(), nullptr, options);
+    if (e != Error::Ok) return Status::error(path_ + ": cannot load method '" + method + "': " + et_error(e));
+    planned_[method] = std::move(pm);
+    return Status();
+  }
+
+  void unload_method(const std::string& method) {
+    module_->unload_method(method);
+    planned_.erase(method);
+  }
+
+  // The int constant methods, each loaded, run and unloaded with our planned memory.
+  Status read_metadata() {
     auto read_int = [this](const char* key, int64_t* v) -> Status {
       if (!names_.count(key))
         return Status::error(path_ + ": missing metadata '" + key +
                              "' (constant method); this .pte is older or not from export/export_voxtral_rt.py: "
                              "re-export it");
+      VX_RETURN_IF_ERROR(load_method(key, nullptr));
       auto r = module_->execute(key);
-      if (!r.ok()) return Status::error(path_ + ": reading metadata '" + key + "': " + et_error(r.error()));
-      if (r->empty() || !r->at(0).isInt())
-        return Status::error(path_ + ": metadata '" + key + "' is not an int; re-export the model");
-      *v = r->at(0).toInt();
+      const bool is_int = r.ok() && !r->empty() && r->at(0).isInt();
+      if (is_int) *v = r->at(0).toInt();
+      const Error err = r.ok() ? Error::Ok : r.error();
+      unload_method(key);
+      if (err != Error::Ok) return Status::error(path_ + ": reading metadata '" + key + "': " + et_error(err));
+      if (!is_int) return Status::error(path_ + ": metadata '" + key + "' is not an int; re-export the model");
       return Status();
     };
     VX_RETURN_IF_ERROR(read_model_info(read_int, path_, &info_));
@@ -99,32 +236,19 @@ class EtBackend : public ModelBackend {
     return Status();
   }
 
-  // Planned memory per method (index i = mem_id i + 1: activations, then the shared mutable buffers).
-  void log_planned_sizes() {
-    for (const auto& name : names_) {
-      auto meta = module_->method_meta(name);
-      if (!meta.ok()) continue;
-      std::string sizes;
-      for (size_t i = 0; i < meta->num_memory_planned_buffers(); ++i) {
-        auto n = meta->memory_planned_buffer_size(i);
-        sizes += (i ? ", " : "") + std::to_string(n.ok() ? *n : -1);
-      }
-      VX_LOG_DEBUG("method %s: planned buffers [%s] bytes", name.c_str(), sizes.c_str());
-    }
-  }
-
   Status load_methods() {
     for (const char* m : {kPreprocessorMethod, kAudioEncoderMethod, kTokenEmbeddingMethod, kTextDecoderMethod}) {
       if (!names_.count(m))
         return Status::error(path_ + ": missing method '" + m + "'; re-export with export/export_voxtral_rt.py");
       const double t0 = now();
-      const Error le = module_->load_method(m);
-      if (le != Error::Ok) return Status::error(path_ + ": cannot load method '" + m + "': " + et_error(le));
+      VX_RETURN_IF_ERROR(load_method(m, nullptr));
       VX_LOG_DEBUG("loaded method %s in %.1f ms", m, now() - t0);
       if (mem_trace_enabled()) trace_memory((std::string("loaded ") + m).c_str());
     }
     return Status();
   }
+
+
 
  public:
   const ModelInfo& info() const override { return info_; }
@@ -193,7 +317,11 @@ class EtBackend : public ModelBackend {
   }
 
   std::string path_;
-  std::unique_ptr<Module> module_;  // the primary's owns the data loader (the mmapped file)
+  std::vector<Mapping> shared_arenas_;            // mem ids 1, 2 of every method (this backend's caches)
+  std::map<std::string, std::unique_ptr<PlannedMemory>> planned_;  // per loaded method
+  // Declared last, destroyed first: its methods point into the arenas. The primary's owns
+  // the data loader that siblings' shared program reads from.
+  std::unique_ptr<Module> module_;
   std::unordered_set<std::string> names_;
   ModelInfo info_;
   std::vector<float> mask_;  // attention mask input of the current call (reused: no allocation per step)
