@@ -1,13 +1,17 @@
 #include "et_backend.h"
 
+#include <executorch/extension/data_loader/buffer_data_loader.h>
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 #include <executorch/runtime/backend/backend_options_map.h>
+#include <executorch/runtime/backend/options.h>
 #include <executorch/runtime/core/hierarchical_allocator.h>
 #include <executorch/runtime/platform/platform.h>
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -102,6 +106,30 @@ Status map_lazy(size_t size, Mapping* out) {
   return Status();
 }
 
+// The whole .pte, read-only and shared with the page cache.
+Status map_file(const std::string& path, Mapping* out) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::error(path + ": cannot open model: " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || st.st_size <= 0) {
+    const int err = errno;
+    ::close(fd);
+    return Status::error(path + ": cannot read model size: " + std::strerror(err));
+  }
+  void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+  const int err = errno;
+  ::close(fd);  // the mapping keeps the file
+  if (p == MAP_FAILED) return Status::error(path + ": cannot map model: " + std::strerror(err));
+  *out = Mapping(p, static_cast<size_t>(st.st_size));
+  return Status();
+}
+
+// XNNPACK load options shared by a backend and its siblings (the map only points at the options).
+struct XnnOptions {
+  executorch::runtime::BackendOptions<1> xnn;
+  executorch::runtime::LoadBackendOptionsMap map;
+};
+
 // One method's planned memory: mem ids 1 and 2 point into the backend's shared arenas, the rest (if an
 // export ever plans more) are the method's own.
 struct PlannedMemory {
@@ -114,23 +142,46 @@ class EtBackend : public ModelBackend {
  public:
   explicit EtBackend(std::string path) : path_(std::move(path)) {}
 
+  // use_mmap: the program reads our own read-only mapping of the whole file, through a BufferDataLoader,
+  // and XNNPACK's weights cache is on, so sibling backends (concurrent Sessions) reuse the packed weights
+  // instead of packing their own. In ExecuTorch 1.5.1 the cache frees every constant it loaded once a
+  // delegate is built, including those of ops that keep pointing at them (fixed upstream after 1.5.1, #22779);
+  // BufferDataLoader's buffers have no free function, so those frees do nothing and the constants stay
+  // valid. Without use_mmap the file is read through Module's FileDataLoader, whose frees are real: no cache.
   Status open(bool use_mmap) {
-    module_ = std::make_unique<Module>(path_, use_mmap ? Module::LoadMode::Mmap : Module::LoadMode::File);
+    if (use_mmap) {
+      auto file = std::make_shared<Mapping>();
+      VX_RETURN_IF_ERROR(map_file(path_, file.get()));
+      file_ = std::move(file);
+      auto opts = std::make_shared<XnnOptions>();
+      if (opts->xnn.set_option("weight_cache_enabled", true) != Error::Ok ||
+          opts->map.set_options("XnnpackBackend", opts->xnn.view()) != Error::Ok)
+        return Status::error("internal: cannot set the XNNPACK load options");
+      xnn_options_ = std::move(opts);
+      module_ = std::make_unique<Module>(std::make_unique<executorch::extension::BufferDataLoader>(file_->data(), file_->size()));
+    } else {
+      module_ = std::make_unique<Module>(path_, Module::LoadMode::File);
+    }
     VX_RETURN_IF_ERROR(open_program());
     VX_RETURN_IF_ERROR(reserve_shared_arenas());
     VX_RETURN_IF_ERROR(read_metadata());
     VX_RETURN_IF_ERROR(load_methods());
+    release_file_pages();
     return Status();
   }
 
   // Another instance over the same loaded program (same mapped file, same program object): its own
-  // methods, hence its own planned memory and mutable buffers (the caches of one stream).
+  // methods, hence its own planned memory and mutable buffers (the caches of one stream). With the weights
+  // cache its delegates take the packed weights the primary's made.
   Status open_sibling(const EtBackend& primary) {
+    file_ = primary.file_;
+    xnn_options_ = primary.xnn_options_;
     module_ = std::make_unique<Module>(primary.module_->program());
     names_ = primary.names_;
     info_ = primary.info_;
     VX_RETURN_IF_ERROR(reserve_shared_arenas());
     VX_RETURN_IF_ERROR(load_methods());
+    release_file_pages();
     return Status();
   }
 
@@ -241,14 +292,22 @@ class EtBackend : public ModelBackend {
       if (!names_.count(m))
         return Status::error(path_ + ": missing method '" + m + "'; re-export with export/export_voxtral_rt.py");
       const double t0 = now();
-      VX_RETURN_IF_ERROR(load_method(m, nullptr));
+      VX_RETURN_IF_ERROR(load_method(m, xnn_options_ ? &xnn_options_->map : nullptr));
       VX_LOG_DEBUG("loaded method %s in %.1f ms", m, now() - t0);
       if (mem_trace_enabled()) trace_memory((std::string("loaded ") + m).c_str());
     }
     return Status();
   }
 
-
+  // Packing read every weight of the file through our mapping; drop those pages from our RSS. They stay in
+  // the page cache, and what the methods still read in place (the embedding rows, norm weights) faults
+  // back in from there.
+  void release_file_pages() {
+    if (!file_) return;
+    if (::madvise(file_->data(), file_->size(), MADV_DONTNEED) != 0)
+      VX_LOG_WARN("madvise(MADV_DONTNEED) on the model mapping failed: %s", std::strerror(errno));
+    if (mem_trace_enabled()) trace_memory("file pages released");
+  }
 
  public:
   const ModelInfo& info() const override { return info_; }
@@ -317,9 +376,11 @@ class EtBackend : public ModelBackend {
   }
 
   std::string path_;
+  std::shared_ptr<const Mapping> file_;           // the .pte (use_mmap), shared with siblings
+  std::shared_ptr<const XnnOptions> xnn_options_;  // weights cache on (use_mmap), shared with siblings
   std::vector<Mapping> shared_arenas_;            // mem ids 1, 2 of every method (this backend's caches)
   std::map<std::string, std::unique_ptr<PlannedMemory>> planned_;  // per loaded method
-  // Declared last, destroyed first: its methods point into the arenas. The primary's owns
+  // Declared last, destroyed first: its methods point into the arenas and the file. The primary's owns
   // the data loader that siblings' shared program reads from.
   std::unique_ptr<Module> module_;
   std::unordered_set<std::string> names_;

@@ -58,8 +58,8 @@ struct Runner::Impl {
 
   void release(detail::ModelBackend* b) {
     std::lock_guard<std::mutex> lock(pool_mutex);
-    // The primary last in the list: it is handed out first (no second copy of the weights while one
-    // session at a time runs).
+    // The primary last in the list: it is handed out first (one session at a time touches one set of
+    // caches and activations only).
     if (b == primary) {
       idle.push_back(b);
     } else {

@@ -3,8 +3,8 @@
 // Checks: offline transcribe == the same audio fed in odd chunk sizes;
 // reset() reproduces the stream (caches restart at position 0); flush idempotent; feed after flush is an
 // error; stop() returns early; the per-token callback and take_text() agree with text(); concurrent
-// sessions on several threads give the tokens of sequential runs; max_sessions; a Session outliving its
-// Runner.
+// sessions on several threads give the tokens of sequential runs (they share packed weights through
+// XNNPACK's weights cache); max_sessions; a Session outliving its Runner; the same without the mapping.
 // Prints "N passed, N failed"; exit code 1 on failure, 2 on bad arguments/load failure.
 #include <cstdio>
 #include <cstdlib>
@@ -123,6 +123,24 @@ static void test_limits_and_lifetime(const char* model, const char* tok, const s
   CHECK(voxtral_rt::Runner::load(ro, &err) == nullptr);
 }
 
+// use_mmap = false: the program is read through file reads and XNNPACK's weights cache stays off (each
+// backend packs its own weights); same tokens, alone and with two concurrent sessions.
+static void test_file_reads(const char* model, const char* tok, const std::vector<float>& pcm,
+                            const std::vector<int64_t>& ref) {
+  std::string err;
+  voxtral_rt::RunnerOptions ro{model, tok};
+  ro.use_mmap = false;
+  auto runner = voxtral_rt::Runner::load(ro, &err);
+  CHECK(runner != nullptr);
+  if (!runner) return;
+  std::vector<int64_t> a, b;
+  std::thread t1([&] { a = stream_tokens(*runner, pcm, 0, -1, nullptr); });
+  std::thread t2([&] { b = stream_tokens(*runner, pcm, 1280, -1, nullptr); });
+  t1.join();
+  t2.join();
+  CHECK(a == ref && b == ref);
+}
+
 int main(int argc, char** argv) {
   if (argc != 4) {
     std::fprintf(stderr, "usage: %s MODEL.pte TEKKEN.json AUDIO\n", argv[0]);
@@ -225,6 +243,7 @@ int main(int argc, char** argv) {
   s2.reset();
   test_concurrent(*runner, pcm);
   test_limits_and_lifetime(argv[1], argv[2], pcm);
+  test_file_reads(argv[1], argv[2], pcm, ref.token_ids);
 
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
