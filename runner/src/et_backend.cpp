@@ -1,10 +1,10 @@
 #include "et_backend.h"
 
-#include <executorch/extension/data_loader/buffer_data_loader.h>
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 #include <executorch/runtime/backend/backend_options_map.h>
 #include <executorch/runtime/backend/options.h>
+#include <executorch/runtime/core/data_loader.h>
 #include <executorch/runtime/core/hierarchical_allocator.h>
 #include <executorch/runtime/platform/platform.h>
 
@@ -124,6 +124,43 @@ Status map_file(const std::string& path, Mapping* out) {
   return Status();
 }
 
+// Loads from our mapping of the whole .pte: a load is a pointer into the mapping (no copy), and freeing it
+// drops the whole pages of its range from our RSS (madvise MADV_DONTNEED) instead of unmapping them. The
+// data stays readable: a read faults the page back in from the page cache. So each weight blob's file pages
+// leave RSS as soon as XNNPACK has packed it (load peak ~ packed weights, not packed + file), and the early
+// frees of ExecuTorch 1.5.1's weights cache are harmless: its finalize_for_runtime frees every constant it
+// loaded, including those of non-packing ops that keep pointing at them (fixed upstream after 1.5.1, #22779).
+class MappedFileLoader final : public executorch::runtime::DataLoader {
+ public:
+  explicit MappedFileLoader(std::shared_ptr<const Mapping> file) : file_(std::move(file)) {}
+
+  executorch::runtime::Result<executorch::runtime::FreeableBuffer> load(size_t offset, size_t size,
+                                                                        const SegmentInfo&) const override {
+    if (offset > file_->size() || size > file_->size() - offset) return Error::InvalidArgument;
+    return executorch::runtime::FreeableBuffer(file_->data() + offset, size, &drop_pages);
+  }
+
+  Error load_into(size_t offset, size_t size, const SegmentInfo&, void* buffer) const override {
+    if (buffer == nullptr || offset > file_->size() || size > file_->size() - offset) return Error::InvalidArgument;
+    std::memcpy(buffer, file_->data() + offset, size);
+    return Error::Ok;
+  }
+
+  executorch::runtime::Result<size_t> size() const override { return file_->size(); }
+
+  // Drops the pages that lie wholly inside [data, data + size): the partial ones at the ends may hold
+  // a neighbour still in use (dropping them would be harmless too, just a refault).
+  static void drop_pages(void*, void* data, size_t size) {
+    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t a = (reinterpret_cast<uintptr_t>(data) + page - 1) & ~(page - 1);
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(data) + size) & ~(page - 1);
+    if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
+  }
+
+ private:
+  std::shared_ptr<const Mapping> file_;  // outlives the program: a backend holds it too
+};
+
 // XNNPACK load options shared by a backend and its siblings (the map only points at the options).
 struct XnnOptions {
   executorch::runtime::BackendOptions<1> xnn;
@@ -142,12 +179,10 @@ class EtBackend : public ModelBackend {
  public:
   explicit EtBackend(std::string path) : path_(std::move(path)) {}
 
-  // use_mmap: the program reads our own read-only mapping of the whole file, through a BufferDataLoader,
-  // and XNNPACK's weights cache is on, so sibling backends (concurrent Sessions) reuse the packed weights
-  // instead of packing their own. In ExecuTorch 1.5.1 the cache frees every constant it loaded once a
-  // delegate is built, including those of ops that keep pointing at them (fixed upstream after 1.5.1, #22779);
-  // BufferDataLoader's buffers have no free function, so those frees do nothing and the constants stay
-  // valid. Without use_mmap the file is read through Module's FileDataLoader, whose frees are real: no cache.
+  // use_mmap: the program reads our own read-only mapping of the whole file (MappedFileLoader), and
+  // XNNPACK's weights cache is on, so sibling backends (concurrent Sessions) reuse the packed weights
+  // instead of packing their own. Without use_mmap the file is read through Module's FileDataLoader,
+  // whose frees are real (1.5.1's cache would leave dangling constants): no cache.
   Status open(bool use_mmap) {
     if (use_mmap) {
       auto file = std::make_shared<Mapping>();
@@ -158,7 +193,7 @@ class EtBackend : public ModelBackend {
           opts->map.set_options("XnnpackBackend", opts->xnn.view()) != Error::Ok)
         return Status::error("internal: cannot set the XNNPACK load options");
       xnn_options_ = std::move(opts);
-      module_ = std::make_unique<Module>(std::make_unique<executorch::extension::BufferDataLoader>(file_->data(), file_->size()));
+      module_ = std::make_unique<Module>(std::make_unique<MappedFileLoader>(file_));
     } else {
       module_ = std::make_unique<Module>(path_, Module::LoadMode::File);
     }
@@ -299,9 +334,9 @@ class EtBackend : public ModelBackend {
     return Status();
   }
 
-  // Packing read every weight of the file through our mapping; drop those pages from our RSS. They stay in
-  // the page cache, and what the methods still read in place (the embedding rows, norm weights) faults
-  // back in from there.
+  // What loading touched in the file and did not free (program header, constants kept in place) leaves
+  // our RSS too. The pages stay in the page cache; what the methods read in place (embedding rows, norm
+  // weights) faults back in from there.
   void release_file_pages() {
     if (!file_) return;
     if (::madvise(file_->data(), file_->size(), MADV_DONTNEED) != 0)
@@ -346,6 +381,21 @@ class EtBackend : public ModelBackend {
     const int64_t len = ring_mask(pos, n, info_.dec_sliding_window, info_.dec_cache_slots, &mask_);
     auto m = from_blob(mask_.data(), {static_cast<int32_t>(n), static_cast<int32_t>(len)}, ScalarType::Float);
     return run(kTextDecoderMethod, {EValue(*e), EValue(*pt), EValue(*dt), EValue(*m)}, info_.vocab_size, logits);
+  }
+
+ // Resident pages of the planned arenas (mincore), e.g. after a stream: what the touched-as-used memory costs.
+  void trace_planned_memory() const override {
+    static const char* const kNames[] = {"activations (mem_id 1)", "mutable buffers / caches (mem_id 2)"};
+    const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    for (size_t i = 0; i < shared_arenas_.size(); ++i) {
+      const Mapping& m = shared_arenas_[i];
+      if (m.size() == 0) continue;
+      std::vector<unsigned char> in((m.size() + page - 1) / page);
+      if (::mincore(m.data(), m.size(), in.data()) != 0) continue;
+      size_t resident = 0;
+      for (unsigned char c : in) resident += c & 1;
+      VX_LOG_INFO("mem: planned %s: %s resident of %s", kNames[i], mib(resident * page).c_str(), mib(m.size()).c_str());
+    }
   }
 
  private:

@@ -5,6 +5,7 @@
 
 #include "et_backend.h"
 #include "log.h"
+#include "memtrace.h"
 #include "metadata.h"
 #include "stream.h"
 #include "tekken.h"
@@ -83,7 +84,13 @@ struct Runner::Impl {
 struct Session::Impl {
   Impl(std::shared_ptr<Runner::Impl> runner, detail::ModelBackend* model, detail::StreamConfig cfg)
       : runner(std::move(runner)), model(model), stream(model, this->runner->tokenizer.get(), std::move(cfg)) {}
-  ~Impl() { runner->release(model); }
+  ~Impl() {
+    if (detail::mem_trace_enabled()) {
+      detail::trace_memory("session ended");
+      model->trace_planned_memory();
+    }
+    runner->release(model);
+  }
   int64_t result(const Status& s, int64_t n) {
     if (s.ok()) return n;
     error = s.message();
