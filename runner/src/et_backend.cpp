@@ -163,7 +163,7 @@ class MappedFileLoader final : public executorch::runtime::DataLoader {
 
 // XNNPACK load options shared by a backend and its siblings (the map only points at the options).
 struct XnnOptions {
-  executorch::runtime::BackendOptions<1> xnn;
+  executorch::runtime::BackendOptions<2> xnn;
   executorch::runtime::LoadBackendOptionsMap map;
 };
 
@@ -183,13 +183,22 @@ class EtBackend : public ModelBackend {
   // XNNPACK's weights cache is on, so sibling backends (concurrent Sessions) reuse the packed weights
   // instead of packing their own. Without use_mmap the file is read through Module's FileDataLoader,
   // whose frees are real (1.5.1's cache would leave dangling constants): no cache.
-  Status open(bool use_mmap) {
+  Status open(bool use_mmap, const std::string& packed_cache_path) {
+    if (!packed_cache_path.empty() && !use_mmap)
+      return Status::error("packed_cache_path needs use_mmap (the weights cache is off without it)");
+    if (packed_cache_path.size() >= executorch::runtime::kMaxOptionValueLength)
+      return Status::error("packed_cache_path is longer than " +
+                           std::to_string(executorch::runtime::kMaxOptionValueLength - 1) + " bytes: " + packed_cache_path);
     if (use_mmap) {
       auto file = std::make_shared<Mapping>();
       VX_RETURN_IF_ERROR(map_file(path_, file.get()));
       file_ = std::move(file);
       auto opts = std::make_shared<XnnOptions>();
+      // packed_cache_path: XNNPACK packs into that file (MAP_SHARED) and indexes it; a later load maps it
+      // and skips packing. Entries are keyed by the weights' sha256 and the ukernel's seed.
       if (opts->xnn.set_option("weight_cache_enabled", true) != Error::Ok ||
+          (!packed_cache_path.empty() &&
+           opts->xnn.set_option("packed_cache_path", packed_cache_path.c_str()) != Error::Ok) ||
           opts->map.set_options("XnnpackBackend", opts->xnn.view()) != Error::Ok)
         return Status::error("internal: cannot set the XNNPACK load options");
       xnn_options_ = std::move(opts);
@@ -440,14 +449,15 @@ class EtBackend : public ModelBackend {
 
 }  // namespace
 
-Status load_et_backend(const std::string& path, bool use_mmap, std::unique_ptr<ModelBackend>* out) {
+Status load_et_backend(const std::string& path, bool use_mmap, const std::string& packed_cache_path,
+                       std::unique_ptr<ModelBackend>* out) {
   // Name the common failures plainly before ExecuTorch turns them into error codes.
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return Status::error(path + ": cannot open model: " + std::strerror(errno));
   if (S_ISDIR(st.st_mode)) return Status::error(path + ": is a directory, not a .pte file");
   if (st.st_size == 0) return Status::error(path + ": model file is empty");
   auto b = std::make_unique<EtBackend>(path);
-  VX_RETURN_IF_ERROR(b->open(use_mmap));
+  VX_RETURN_IF_ERROR(b->open(use_mmap, packed_cache_path));
   *out = std::move(b);
   return Status();
 }

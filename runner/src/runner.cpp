@@ -162,7 +162,7 @@ std::unique_ptr<Runner> Runner::load(const RunnerOptions& options, std::string* 
   VX_LOG_DEBUG("ExecuTorch threadpool: %zu threads", n_threads);
 
   std::unique_ptr<detail::ModelBackend> primary;
-  Status s = detail::load_et_backend(options.model_path, options.use_mmap, &primary);
+  Status s = detail::load_et_backend(options.model_path, options.use_mmap, options.packed_cache_path, &primary);
   if (!s.ok()) return fail(s.message());
   impl->info = primary->info();
   impl->primary = primary.get();

@@ -66,6 +66,11 @@ struct RunnerOptions {
   bool use_mmap = true;        // map the .pte and share packed weights between concurrent Sessions (XNNPACK
                                // weights cache); false: read it through file reads, each Session packs its own
   int max_sessions = 0;        // live Sessions allowed at once (0 = no limit); see "Thread safety" above
+  // Optional (needs use_mmap): a file for XNNPACK's packed weights. The first load packs into it (about the
+  // size of the .pte's 4-bit weights); later loads, in any process, map it instead of packing (faster start,
+  // and its clean pages are shared between processes). Keep it per machine and model: entries are keyed by
+  // the weights' hash and XNNPACK's kernel, so a mismatch re-packs, but the file only grows. < 256 bytes.
+  std::string packed_cache_path{};
 };
 
 // Model constants, read from the .pte's constant methods (names as in docs/design.md).
