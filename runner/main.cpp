@@ -55,6 +55,7 @@ DEFINE_bool(stop_at_eos, true,
 DEFINE_bool(json, false, "print one JSON object {text, token_ids, token_times_ms, ...} instead of plain text");
 DEFINE_bool(stats, false, "print timing and memory statistics to stderr");
 DEFINE_bool(verbose, false, "debug logging to stderr");
+DEFINE_string(packed_cache_path, "", "file for XNNPACK's packed weights: written on the first run, mapped (no packing) on later ones");
 
 namespace {
 
@@ -339,6 +340,7 @@ int main(int argc, char** argv) {
   ropts.model_path = FLAGS_model_path;
   ropts.tokenizer_path = FLAGS_tokenizer_path;
   ropts.threads = FLAGS_threads;
+  ropts.packed_cache_path = FLAGS_packed_cache_path;
   auto runner = voxtral_rt::Runner::load(ropts, &err);
   if (!runner) {
     std::fprintf(stderr, "error: %s\n", err.c_str());

@@ -27,6 +27,8 @@ class ModelBackend {
   virtual Status embed(const int64_t* ids, int64_t n, std::vector<float>* emb) = 0;
   // x: [n][dim] summed embeddings at positions pos..pos+n-1 -> logits of every position: [n][vocab_size].
   virtual Status decode(const float* x, int64_t n, int64_t pos, int64_t delay_tokens, std::vector<float>* logits) = 0;
+  // Diagnostics (VOXTRAL_RT_MEM_TRACE): log how much of the backend's own memory is resident.
+  virtual void trace_planned_memory() const {}
 };
 
 }  // namespace voxtral_rt::detail

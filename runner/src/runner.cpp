@@ -5,6 +5,7 @@
 
 #include "et_backend.h"
 #include "log.h"
+#include "memtrace.h"
 #include "metadata.h"
 #include "stream.h"
 #include "tekken.h"
@@ -58,8 +59,8 @@ struct Runner::Impl {
 
   void release(detail::ModelBackend* b) {
     std::lock_guard<std::mutex> lock(pool_mutex);
-    // The primary last in the list: it is handed out first (no second copy of the weights while one
-    // session at a time runs).
+    // The primary last in the list: it is handed out first (one session at a time touches one set of
+    // caches and activations only).
     if (b == primary) {
       idle.push_back(b);
     } else {
@@ -83,7 +84,13 @@ struct Runner::Impl {
 struct Session::Impl {
   Impl(std::shared_ptr<Runner::Impl> runner, detail::ModelBackend* model, detail::StreamConfig cfg)
       : runner(std::move(runner)), model(model), stream(model, this->runner->tokenizer.get(), std::move(cfg)) {}
-  ~Impl() { runner->release(model); }
+  ~Impl() {
+    if (detail::mem_trace_enabled()) {
+      detail::trace_memory("session ended");
+      model->trace_planned_memory();
+    }
+    runner->release(model);
+  }
   int64_t result(const Status& s, int64_t n) {
     if (s.ok()) return n;
     error = s.message();
@@ -155,7 +162,7 @@ std::unique_ptr<Runner> Runner::load(const RunnerOptions& options, std::string* 
   VX_LOG_DEBUG("ExecuTorch threadpool: %zu threads", n_threads);
 
   std::unique_ptr<detail::ModelBackend> primary;
-  Status s = detail::load_et_backend(options.model_path, options.use_mmap, &primary);
+  Status s = detail::load_et_backend(options.model_path, options.use_mmap, options.packed_cache_path, &primary);
   if (!s.ok()) return fail(s.message());
   impl->info = primary->info();
   impl->primary = primary.get();

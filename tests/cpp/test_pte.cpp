@@ -3,10 +3,15 @@
 // Checks: offline transcribe == the same audio fed in odd chunk sizes;
 // reset() reproduces the stream (caches restart at position 0); flush idempotent; feed after flush is an
 // error; stop() returns early; the per-token callback and take_text() agree with text(); concurrent
-// sessions on several threads give the tokens of sequential runs; max_sessions; a Session outliving its
-// Runner; LiveSession (push from another thread == offline tokens, backlog, min_feed_ms, stop, errors).
+// sessions on several threads give the tokens of sequential runs (they share packed weights through
+// XNNPACK's weights cache); max_sessions; a Session outliving its Runner; the same without the mapping;
+// packed weights kept in a file (packed_cache_path) and mapped by a later Runner; LiveSession (push from
+// another thread == offline tokens, backlog, min_feed_ms, stop, errors).
 //   voxtral_rt_pte_tests MODEL.pte TEKKEN.json AUDIO live   runs only the offline reference and LiveSession
 // Prints "N passed, N failed"; exit code 1 on failure, 2 on bad arguments/load failure.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -270,6 +275,57 @@ static void test_live(voxtral_rt::Runner& runner, const std::vector<float>& pcm,
   CHECK(LiveSession::start(runner, bad_delay, {}, &err) == nullptr && err.find("100") != std::string::npos);
 }
 
+// use_mmap = false: the program is read through file reads and XNNPACK's weights cache stays off (each
+// backend packs its own weights); same tokens, alone and with two concurrent sessions.
+static void test_file_reads(const char* model, const char* tok, const std::vector<float>& pcm,
+                            const std::vector<int64_t>& ref) {
+  std::string err;
+  voxtral_rt::RunnerOptions ro{model, tok};
+  ro.use_mmap = false;
+  auto runner = voxtral_rt::Runner::load(ro, &err);
+  CHECK(runner != nullptr);
+  if (!runner) return;
+  std::vector<int64_t> a, b;
+  std::thread t1([&] { a = stream_tokens(*runner, pcm, 0, -1, nullptr); });
+  std::thread t2([&] { b = stream_tokens(*runner, pcm, 1280, -1, nullptr); });
+  t1.join();
+  t2.join();
+  CHECK(a == ref && b == ref);
+}
+
+// packed_cache_path: the first Runner packs into the file, a later one maps it (no packing); same tokens,
+// also with two concurrent sessions on the mapped weights.
+static void test_packed_cache_file(const char* model, const char* tok, const std::vector<float>& pcm,
+                                   const std::vector<int64_t>& ref) {
+  char dir[] = "/tmp/voxtral_rt_pte_tests_XXXXXX";
+  if (!::mkdtemp(dir)) {
+    CHECK(false);
+    return;
+  }
+  const std::string path = std::string(dir) + "/packed.bin";
+  std::string err;
+  voxtral_rt::RunnerOptions ro{model, tok};
+  ro.packed_cache_path = path;
+  for (int run = 0; run < 2; ++run) {  // 0: writes the file, 1: loads it
+    auto runner = voxtral_rt::Runner::load(ro, &err);
+    CHECK(runner != nullptr);
+    if (!runner) break;
+    std::vector<int64_t> a, b;
+    std::thread t1([&] { a = stream_tokens(*runner, pcm, 0, -1, nullptr); });
+    std::thread t2([&] { b = stream_tokens(*runner, pcm, 1280, -1, nullptr); });
+    t1.join();
+    t2.join();
+    CHECK(a == ref && b == ref);
+    struct stat st;
+    CHECK(::stat(path.c_str(), &st) == 0 && st.st_size > 0);
+  }
+  ro.use_mmap = false;  // the cache needs the mapping: a clear error, not a silent fallback
+  CHECK(voxtral_rt::Runner::load(ro, &err) == nullptr);
+  CHECK(err.find("packed_cache_path") != std::string::npos);
+  std::remove(path.c_str());
+  ::rmdir(dir);
+}
+
 int main(int argc, char** argv) {
   const bool live_only = argc == 5 && std::string(argv[4]) == "live";
   if (argc != 4 && !live_only) {
@@ -378,6 +434,8 @@ int main(int argc, char** argv) {
   s2.reset();
   test_concurrent(*runner, pcm);
   test_limits_and_lifetime(argv[1], argv[2], pcm);
+  test_file_reads(argv[1], argv[2], pcm, ref.token_ids);
+  test_packed_cache_file(argv[1], argv[2], pcm, ref.token_ids);
 
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;

@@ -18,10 +18,12 @@
 //     anything runs on it is unsafe.
 //   * Sessions of one Runner run concurrently: each live Session has its own copy of the model's caches
 //     (mutable buffers). The first uses the Runner's loaded methods; while it is alive, another Session
-//     loads the methods again over the same mmapped program (no second copy of the file, but XNNPACK packs
-//     the delegated weights again: budget about one .pte of extra RAM per extra concurrent Session, and
-//     its load time). Ended Sessions give their methods back to the Runner for the next Session, so one
-//     Session at a time costs exactly what it did before. RunnerOptions::max_sessions caps the count.
+//     loads the methods again over the same mapped program. With use_mmap (the default) XNNPACK's weights
+//     cache is on, so that Session reuses the packed weights the first one made: an extra concurrent
+//     Session costs its caches and activations (reserved up front, resident only as its stream reaches
+//     them), not another copy of the weights. Without use_mmap each Session packs its own (about one .pte
+//     of extra RAM each, and the packing time). Ended Sessions give their methods back to the Runner for the
+//     next Session. RunnerOptions::max_sessions caps the count.
 //     Results do not depend on concurrency: each Session gives the tokens a sequential run gives.
 //   * A Session must be used by one thread at a time, except Session::stop(), which may be called from any
 //     thread (e.g. a signal watcher). Different Sessions may be used from different threads freely.
@@ -63,8 +65,14 @@ struct RunnerOptions {
   std::string tokenizer_path;  // tekken.json of the same model
   int threads = 0;             // ExecuTorch CPU threadpool size; 0 = its default. Process-wide: set it
                                // before any Session runs (see "Thread safety").
-  bool use_mmap = true;        // mmap the .pte (weights paged in on demand) instead of reading it whole
+  bool use_mmap = true;        // map the .pte and share packed weights between concurrent Sessions (XNNPACK
+                               // weights cache); false: read it through file reads, each Session packs its own
   int max_sessions = 0;        // live Sessions allowed at once (0 = no limit); see "Thread safety" above
+  // Optional (needs use_mmap): a file for XNNPACK's packed weights. The first load packs into it (about the
+  // size of the .pte's 4-bit weights); later loads, in any process, map it instead of packing (faster start,
+  // and its clean pages are shared between processes). Keep it per machine and model: entries are keyed by
+  // the weights' hash and XNNPACK's kernel, so a mismatch re-packs, but the file only grows. < 256 bytes.
+  std::string packed_cache_path{};
 };
 
 // Model constants, read from the .pte's constant methods (names as in docs/design.md).
