@@ -12,6 +12,7 @@
 #include <cstring>
 #include <unordered_set>
 
+#include "alias_kernels.h"
 #include "log.h"
 #include "metadata.h"
 
@@ -95,11 +96,15 @@ class EtBackend : public ModelBackend {
   }
 
   Status load_methods() {
+    // Whole-ring slices alias the KV rings (alias_kernels.h); every other kernel is the wheel's.
+    std::vector<executorch::runtime::Kernel> kernels;
+    if (kv_alias_) kernels = slice_alias_kernels();
+    alias_ = SliceAliasState({info_.enc_cache_slots, info_.dec_cache_slots});
     for (const char* m : {kPreprocessorMethod, kAudioEncoderMethod, kTokenEmbeddingMethod, kTextDecoderMethod}) {
       if (!names_.count(m))
         return Status::error(path_ + ": missing method '" + m + "'; re-export with export/export_voxtral_rt.py");
       const double t0 = now();
-      const Error le = module_->load_method(m);
+      const Error le = module_->load_method(m, nullptr, nullptr, nullptr, kernels);
       if (le != Error::Ok) return Status::error(path_ + ": cannot load method '" + m + "': " + et_error(le));
       VX_LOG_DEBUG("loaded method %s in %.1f ms", m, now() - t0);
     }
@@ -124,7 +129,7 @@ class EtBackend : public ModelBackend {
     int64_t pos = enc_pos;
     auto p = from_blob(&pos, {1}, ScalarType::Long);
     const int64_t n_rows = info_.enc_frames_per_token * n_tokens;
-    const int64_t len = ring_mask(enc_pos, n_rows, info_.enc_sliding_window, info_.enc_cache_slots, &mask_);
+    const int64_t len = ring_mask(enc_pos, n_rows, info_.enc_sliding_window, info_.enc_cache_slots, &mask_, kv_alias_);
     auto m = from_blob(mask_.data(), {static_cast<int32_t>(n_rows), static_cast<int32_t>(len)}, ScalarType::Float);
     return run(kAudioEncoderMethod, {EValue(*x), EValue(*p), EValue(*m)}, n_tokens * info_.dim, emb);
   }
@@ -140,7 +145,7 @@ class EtBackend : public ModelBackend {
     int64_t p = pos, d = delay_tokens;
     auto pt = from_blob(&p, {1}, ScalarType::Long);
     auto dt = from_blob(&d, {1}, ScalarType::Long);
-    const int64_t len = ring_mask(pos, n, info_.dec_sliding_window, info_.dec_cache_slots, &mask_);
+    const int64_t len = ring_mask(pos, n, info_.dec_sliding_window, info_.dec_cache_slots, &mask_, kv_alias_);
     auto m = from_blob(mask_.data(), {static_cast<int32_t>(n), static_cast<int32_t>(len)}, ScalarType::Float);
     return run(kTextDecoderMethod, {EValue(*e), EValue(*pt), EValue(*dt), EValue(*m)}, info_.vocab_size, logits);
   }
@@ -154,6 +159,7 @@ class EtBackend : public ModelBackend {
   // Executes `method` and copies its first output (float, `expected` elements) out of the Module: with
   // shared arenas the next method call may overwrite it.
   Status run(const char* method, const std::vector<EValue>& inputs, int64_t expected, std::vector<float>* out) {
+    SliceAliasScope alias_scope(kv_alias_ ? &alias_ : nullptr);
     auto r = module_->execute(method, inputs);
     if (!r.ok()) return Status::error(std::string("method '") + method + "' failed: " + et_error(r.error()));
     if (r->empty() || !r->at(0).isTensor())
@@ -177,6 +183,8 @@ class EtBackend : public ModelBackend {
   std::unordered_set<std::string> names_;
   ModelInfo info_;
   std::vector<float> mask_;  // attention mask input of the current call (reused: no allocation per step)
+  const bool kv_alias_ = kv_alias_enabled();  // whole-ring masks + the aliasing slice kernel
+  SliceAliasState alias_;
 };
 
 }  // namespace
