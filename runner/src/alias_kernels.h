@@ -34,8 +34,12 @@ class SliceAliasState {
   // Before a copying call: gives `out` back its planned buffer if an earlier call aliased it (the output
   // tensor keeps whatever data pointer the last call left, and a copy must not land in a ring).
   bool restore(executorch::aten::Tensor& out);
+  // Off: every slice copies, like the wheel's kernel (outputs aliased before get their buffers back). For A/B
+  // timing on one loaded method.
+  void set_enabled(bool on) { enabled_ = on; }
 
  private:
+  bool enabled_ = true;
   std::vector<int64_t> rings_;
   std::unordered_map<const void*, void*> planned_;  // aliased output (its TensorImpl) -> its planned buffer
 };

@@ -105,6 +105,17 @@ int main() {
     CHECK(contents(*out) == prefix(ring, kSlots - 1));
     CHECK(ring == ring_before);
 
+    // Switched off after an alias: copies into the planned buffer; on again: the alias.
+    CHECK(slice(*k, 2, EValue(int64_t{0}), EValue(int64_t{kSlots}), *out) == Error::Ok);
+    CHECK(out->const_data_ptr() == ring.data());
+    state.set_enabled(false);
+    CHECK(slice(*k, 2, EValue(int64_t{0}), EValue(int64_t{kSlots}), *out) == Error::Ok);
+    CHECK(out->const_data_ptr() == planned.data() && contents(*out) == ring);
+    state.set_enabled(true);
+    CHECK(slice(*k, 2, EValue(int64_t{0}), EValue(int64_t{kSlots}), *out) == Error::Ok);
+    CHECK(out->const_data_ptr() == ring.data());
+    CHECK(ring == ring_before);
+
     // Not a whole slice: a start past 0, a step of 2.
     CHECK(slice(*k, 2, EValue(int64_t{1}), EValue(int64_t{kSlots}), *out) == Error::Ok);
     CHECK(out->const_data_ptr() == planned.data() && out->size(2) == kSlots - 1);
