@@ -89,11 +89,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch
 
 def attended_slots(end: int, size: int, whole_ring: bool = False) -> int:
     """Ring slots a call attends when it ends at position `end` (exclusive): the valid prefix min(end, size), or
-    with whole_ring all `size` slots once at least 3/5 of them are valid. The C++ runner aliases a whole-ring
+    with whole_ring all `size` slots once at least 3/4 of them are valid. The C++ runner aliases a whole-ring
     slice instead of copying it (docs/design.md, "Attention reads the caches in place"); the Python runtime
     uses the same widths, so both make bit-identical calls. Same as C++ `detail::attended_slots`."""
     valid = min(end, size)
-    return size if whole_ring and 5 * valid >= 3 * size else valid
+    return size if whole_ring and 4 * valid >= 3 * size else valid
 
 
 def ring_mask(start: int, s: int, window: int, size: int, whole_ring: bool = False) -> torch.Tensor:

@@ -54,7 +54,7 @@ def _without_cpuinfo_chatter():
 
 class PteEngine:
     def __init__(self, path: str | Path, whole_ring: bool = True) -> None:
-        """whole_ring: attend the whole KV ring once it is 3/5 valid, as the C++ runner does (model.attended_slots),
+        """whole_ring: attend the whole KV ring once it is 3/4 valid, as the C++ runner does (model.attended_slots),
         so both make bit-identical calls; False attends only the valid prefix (the path before the runner's alias)."""
         from executorch.runtime import Runtime
 

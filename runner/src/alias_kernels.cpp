@@ -64,7 +64,9 @@ bool SliceAliasState::try_alias(const Tensor& self, int64_t dim, const EValue& s
   void* const current = out.mutable_data_ptr();
   if (executorch::runtime::resize_tensor(out, self.sizes()) != Error::Ok) return false;
   if (current != data) planned_[out.unsafeGetTensorImpl()] = current;  // first alias since the last copy
-  return executorch::runtime::internal::set_tensor_data(out, data, self.nbytes()) == Error::Ok;
+  if (executorch::runtime::internal::set_tensor_data(out, data, self.nbytes()) != Error::Ok) return false;
+  ++aliased_;
+  return true;
 }
 
 bool SliceAliasState::restore(Tensor& out) {

@@ -37,9 +37,12 @@ class SliceAliasState {
   // Off: every slice copies, like the wheel's kernel (outputs aliased before get their buffers back). For A/B
   // timing on one loaded method.
   void set_enabled(bool on) { enabled_ = on; }
+  // Slices aliased so far (for tests and benchmarks).
+  int64_t aliased() const { return aliased_; }
 
  private:
   bool enabled_ = true;
+  int64_t aliased_ = 0;
   std::vector<int64_t> rings_;
   std::unordered_map<const void*, void*> planned_;  // aliased output (its TensorImpl) -> its planned buffer
 };

@@ -85,7 +85,7 @@ Status validate_model_info(const ModelInfo& m, const std::string& where) {
 
 int64_t attended_slots(int64_t end, int64_t slots, bool whole_ring) {
   const int64_t valid = end < slots ? end : slots;
-  return whole_ring && 5 * valid >= 3 * slots ? slots : valid;  // integers: Python computes the same
+  return whole_ring && 4 * valid >= 3 * slots ? slots : valid;  // integers: Python computes the same
 }
 
 int64_t ring_mask(int64_t start, int64_t n, int64_t window, int64_t slots, std::vector<float>* mask,

@@ -57,9 +57,9 @@ Status read_model_info(const ReadIntFn& read_int, const std::string& where, Mode
 Status validate_model_info(const ModelInfo& info, const std::string& where);
 
 // Ring slots a call attends when it ends at position `end` (exclusive): the valid prefix min(end, slots), or
-// with whole_ring all `slots` once at least 3/5 of them are valid. A whole-ring slice is an alias, not a copy
-// (alias_kernels.h): 3 passes over the ring instead of 5 over the prefix, so it pays from ~0.6 of the ring
-// on (docs/design.md). Same as voxtral_rt.model.attended_slots.
+// with whole_ring all `slots` once at least 3/4 of them are valid. A whole-ring slice is an alias, not a copy
+// (alias_kernels.h), and costs about what copying the prefix does at 0.7 (decoder) to 0.8 (encoder) of the
+// ring (measured: docs/design.md). Same as voxtral_rt.model.attended_slots.
 int64_t attended_slots(int64_t end, int64_t slots, bool whole_ring);
 
 // The additive attention mask (0 / -inf) of `n` queries at positions start..start+n-1 over the first

@@ -9,7 +9,8 @@
 //   prefix  mask over the L valid slots, wheel's slice_copy (the copying path; only while L < slots)
 //   whole   mask over all slots (-inf on unwritten ones), wheel's slice_copy (a copy of the whole ring)
 //   alias   mask over all slots, the runner's slice kernel (the ring itself)
-// Prints the median of --reps timed calls after one warm-up call per mode, and checks that `alias` returns
+// The modes take turns in --rounds rounds of one warm-up and --reps timed calls each (other load on the machine
+// then hits every mode alike); prints the minimum and median of the timed calls per mode, and checks that `alias` returns
 // exactly what `whole` does and how far `prefix` is from it.
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
@@ -20,19 +21,25 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "alias_kernels.h"
+#include "et_backend.h"
 #include "metadata.h"
 
 DEFINE_string(model_path, "", "exported .pte (required)");
 DEFINE_string(dec_pos, "2000,5000,7500,9000", "decoder positions (comma-separated); one position per call");
 DEFINE_string(enc_pos, "400,600,4000", "encoder frame positions (comma-separated, multiples of 4); one token per call");
-DEFINE_int32(reps, 3, "timed calls per mode (after one warm-up call)");
+DEFINE_int32(reps, 3, "timed calls per mode and round (after one warm-up call)");
+DEFINE_int32(rounds, 3, "rounds: the modes take turns");
 DEFINE_int32(delay_tokens, 6, "decoder delay input");
+DEFINE_int32(threads, 0, "ExecuTorch threadpool size (0 = default); 1 is steadier on a loaded machine");
+DEFINE_bool(cpu_time, false, "time with the process CPU clock instead of the wall clock: with --threads 1, the work "
+            "itself, whatever else runs on the machine");
 
 namespace {
 
@@ -47,6 +54,13 @@ using voxtral_rt::detail::SliceAliasState;
 double now_ms() {
   using namespace std::chrono;
   return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
+}
+
+double clock_ms() {
+  if (!FLAGS_cpu_time) return now_ms();
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 std::vector<int64_t> parse_list(const std::string& s) {
@@ -67,29 +81,32 @@ int64_t meta(Module& m, const char* key) {
 }
 
 struct Result {
-  double ms = 0;
+  std::vector<double> ms;
   std::vector<float> out;
+  // "min/median" of the timed calls: the minimum is the figure least disturbed by other load on the machine.
+  std::string str() const {
+    std::vector<double> t = ms;
+    std::sort(t.begin(), t.end());
+    char buf[32] = "-";
+    if (!t.empty()) std::snprintf(buf, sizeof(buf), "%.0f/%.0f", t.front(), t[t.size() / 2]);
+    return buf;
+  }
 };
 
-// Runs `method` once for warm-up and --reps times timed; returns the median and the last output.
-Result time_calls(Module& m, const char* method, const std::vector<EValue>& inputs) {
-  Result res;
-  std::vector<double> t;
+// Runs `method` once for warm-up and --reps times timed; adds the times to *res and keeps the last output.
+void time_calls(Module& m, const char* method, const std::vector<EValue>& inputs, Result* res) {
   for (int i = 0; i <= FLAGS_reps; ++i) {
-    const double t0 = now_ms();
+    const double t0 = clock_ms();
     auto r = m.execute(method, inputs);
-    const double dt = now_ms() - t0;
+    const double dt = clock_ms() - t0;
     if (!r.ok()) {
       std::fprintf(stderr, "%s failed: 0x%x\n", method, static_cast<unsigned>(r.error()));
       std::exit(3);
     }
-    if (i > 0) t.push_back(dt);
+    if (i > 0) res->ms.push_back(dt);
     const auto& o = r->at(0).toTensor();
-    res.out.assign(o.const_data_ptr<float>(), o.const_data_ptr<float>() + o.numel());
+    res->out.assign(o.const_data_ptr<float>(), o.const_data_ptr<float>() + o.numel());
   }
-  std::sort(t.begin(), t.end());
-  res.ms = t[t.size() / 2];
-  return res;
 }
 
 // The mask over `cols` columns: the runner's ring mask (prefix, or whole ring when cols == slots).
@@ -115,10 +132,12 @@ size_t argmax(const std::vector<float>& v) { return std::max_element(v.begin(), 
 
 int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (FLAGS_model_path.empty() || FLAGS_reps < 1) {
-    std::fprintf(stderr, "usage: voxtral_rt_kv_bench --model_path m.pte [--dec_pos ...] [--enc_pos ...] [--reps N]\n");
+  if (FLAGS_model_path.empty() || FLAGS_reps < 1 || FLAGS_rounds < 1) {
+    std::fprintf(stderr, "usage: voxtral_rt_kv_bench --model_path m.pte [--dec_pos ...] [--enc_pos ...] [--reps N] "
+                         "[--rounds N]\n");
     return 1;
   }
+  const size_t threads = voxtral_rt::detail::set_num_threads(FLAGS_threads);
   Module m(FLAGS_model_path, Module::LoadMode::Mmap, nullptr, nullptr, nullptr, /*share_memory_arenas=*/true);
   const int64_t dim = meta(m, "dim"), n_mels = meta(m, "num_mel_bins");
   const int64_t enc_win = meta(m, "enc_sliding_window"), enc_slots = meta(m, "enc_cache_slots");
@@ -131,8 +150,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  std::printf("loaded in %.1f s; encoder ring %lld frames (window %lld), decoder ring %lld (window %lld)\n",
-              (now_ms() - t0) / 1000, (long long)enc_slots, (long long)enc_win, (long long)dec_slots,
+  std::printf("%zu threads; loaded in %.1f s; encoder ring %lld frames (window %lld), decoder ring %lld (window %lld)\n",
+              threads, (now_ms() - t0) / 1000, (long long)enc_slots, (long long)enc_win, (long long)dec_slots,
               (long long)dec_win);
   SliceAliasState state({enc_slots, dec_slots});
   SliceAliasScope scope(&state);
@@ -142,8 +161,8 @@ int main(int argc, char** argv) {
   for (auto& v : x) v = 0.05f * nd(rng);
   for (auto& v : mel) v = 0.5f * nd(rng);
 
-  std::printf("%-8s %7s %7s %6s %10s %10s %10s  %s\n", "call", "pos", "valid", "slots", "prefix ms", "whole ms",
-              "alias ms", "checks");
+  std::printf("%-8s %7s %7s %6s %12s %12s %12s  %s\n", "call", "pos", "valid", "slots", "prefix ms", "whole ms",
+              "alias ms", FLAGS_cpu_time ? "checks (CPU ms: min/median)" : "checks (ms: min/median)");
   auto run = [&](bool enc, int64_t pos) {
     const int64_t n = enc ? 4 : 1, slots = enc ? enc_slots : dec_slots, win = enc ? enc_win : dec_win;
     int64_t p = pos, d = FLAGS_delay_tokens;
@@ -152,29 +171,34 @@ int main(int argc, char** argv) {
     auto xin = enc ? from_blob(mel.data(), {1, static_cast<int32_t>(n_mels), 8}, ScalarType::Float)
                    : from_blob(x.data(), {1, 1, static_cast<int32_t>(dim)}, ScalarType::Float);
     const char* method = enc ? "audio_encoder" : "text_decoder";
-    auto call = [&](bool whole, bool alias) {
+    auto call = [&](bool whole, bool alias, Result* res) {
       int64_t cols = 0;
       std::vector<float> mask = mask_for(pos, n, win, slots, whole, &cols);
       auto mt = from_blob(mask.data(), {static_cast<int32_t>(n), static_cast<int32_t>(cols)}, ScalarType::Float);
       state.set_enabled(alias);
       std::vector<EValue> in = enc ? std::vector<EValue>{*xin, *pt, *mt} : std::vector<EValue>{*xin, *pt, *dt, *mt};
-      return time_calls(m, method, in);
+      time_calls(m, method, in, res);
     };
     const int64_t valid = std::min(pos + n, slots);
-    Result prefix;
-    if (valid < slots) prefix = call(false, false);
-    const Result whole = call(true, false), alias = call(true, true);
+    Result prefix, whole, alias;
+    const int64_t aliased_before = state.aliased();
+    for (int r = 0; r < FLAGS_rounds; ++r) {
+      if (valid < slots) call(false, false, &prefix);
+      call(true, false, &whole);
+      call(true, true, &alias);
+    }
+    const int64_t per_call = (state.aliased() - aliased_before) / (FLAGS_rounds * (FLAGS_reps + 1));
     std::string checks = whole.out == alias.out ? "alias==whole bitwise" : "alias!=whole";
+    checks += ", " + std::to_string(per_call) + " slices aliased per call";
     if (valid < slots) {
       char buf[128];
       std::snprintf(buf, sizeof(buf), "; prefix vs whole max|d| %.3g%s", max_abs_diff(prefix.out, whole.out),
                     enc || argmax(prefix.out) == argmax(whole.out) ? "" : " ARGMAX DIFFERS");
       checks += buf;
     }
-    char pms[16] = "-";
-    if (valid < slots) std::snprintf(pms, sizeof(pms), "%.1f", prefix.ms);
-    std::printf("%-8s %7lld %7lld %6lld %10s %10.1f %10.1f  %s\n", enc ? "encoder" : "decoder", (long long)pos,
-                (long long)valid, (long long)slots, pms, whole.ms, alias.ms, checks.c_str());
+    std::printf("%-8s %7lld %7lld %6lld %12s %12s %12s  %s\n", enc ? "encoder" : "decoder", (long long)pos,
+                (long long)valid, (long long)slots, prefix.str().c_str(), whole.str().c_str(), alias.str().c_str(),
+                checks.c_str());
     std::fflush(stdout);
   };
   for (int64_t pos : parse_list(FLAGS_enc_pos)) run(true, pos);

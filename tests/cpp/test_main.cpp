@@ -489,16 +489,16 @@ static void test_metadata() {
   // Window 1: a query sees only itself.
   CHECK_EQ(ring_mask(5, 2, 1, 4, &mask), 4);
   CHECK(mask == (std::vector<float>{-inf, 0, -inf, -inf, -inf, -inf, 0, -inf}));
-  // Whole-ring widths: the prefix until 3/5 of the ring is valid, then every slot; the unwritten ones are -inf.
-  CHECK_EQ(attended_slots(2, 5, true), 2);
-  CHECK_EQ(attended_slots(3, 5, true), 5);
-  CHECK_EQ(attended_slots(3, 5, false), 3);
-  CHECK_EQ(attended_slots(99, 5, true), 5);
-  CHECK_EQ(attended_slots(59, 100, true), 59);
-  CHECK_EQ(attended_slots(60, 100, true), 100);
-  CHECK_EQ(ring_mask(0, 2, 2, 3, &mask, true), 3);  // 2 of 3 valid: whole ring
-  CHECK(mask == (std::vector<float>{0, -inf, -inf, 0, 0, -inf}));
-  CHECK_EQ(ring_mask(0, 1, 2, 3, &mask, true), 1);  // 1 of 3: prefix
+  // Whole-ring widths: the prefix until 3/4 of the ring is valid, then every slot; the unwritten ones are -inf.
+  CHECK_EQ(attended_slots(2, 4, true), 2);
+  CHECK_EQ(attended_slots(3, 4, true), 4);
+  CHECK_EQ(attended_slots(3, 4, false), 3);
+  CHECK_EQ(attended_slots(99, 4, true), 4);
+  CHECK_EQ(attended_slots(74, 100, true), 74);
+  CHECK_EQ(attended_slots(75, 100, true), 100);
+  CHECK_EQ(ring_mask(0, 3, 2, 4, &mask, true), 4);  // 3 of 4 valid: whole ring
+  CHECK(mask == (std::vector<float>{0, -inf, -inf, -inf, 0, 0, -inf, -inf, -inf, 0, 0, -inf}));
+  CHECK_EQ(ring_mask(0, 1, 2, 4, &mask, true), 1);  // 1 of 4: prefix
   CHECK(mask == (std::vector<float>{0}));
   CHECK_EQ(ring_mask(3, 1, 2, 3, &mask, true), 3);  // wrapped: the same mask either way
   CHECK(mask == (std::vector<float>{0, -inf, 0}));
