@@ -48,7 +48,8 @@ bool int_or_none(const EValue& v, int64_t if_none, int64_t* out) {
 
 bool SliceAliasState::try_alias(const Tensor& self, int64_t dim, const EValue& start, const EValue& end,
                                 int64_t step, Tensor& out) {
-  if (!enabled_ || self.dim() != 3 || out.dim() != 3 || self.scalar_type() != out.scalar_type() || step != 1) return false;
+  if (!enabled_ || self.dim() != 3 || out.dim() != 3 || self.scalar_type() != out.scalar_type() || step != 1)
+    return false;
   if (dim < 0) dim += self.dim();
   if (dim < 0 || dim >= self.dim()) return false;
   const int64_t n = self.size(static_cast<int>(dim));

@@ -3,6 +3,7 @@
 // the caches in place").
 //
 //   voxtral_rt_kv_bench --model_path m.pte [--dec_pos 2000,5000,7500,9000] [--enc_pos 400,600,4000] [--reps 3]
+//                       [--rounds 3] [--threads 1 --cpu_time]
 //
 // Per position and call, up to three modes on one loaded program (the caches hold whatever earlier calls left;
 // the timing does not depend on their values):
@@ -10,8 +11,8 @@
 //   whole   mask over all slots (-inf on unwritten ones), wheel's slice_copy (a copy of the whole ring)
 //   alias   mask over all slots, the runner's slice kernel (the ring itself)
 // The modes take turns in --rounds rounds of one warm-up and --reps timed calls each (other load on the machine
-// then hits every mode alike); prints the minimum and median of the timed calls per mode, and checks that `alias` returns
-// exactly what `whole` does and how far `prefix` is from it.
+// then hits every mode alike); prints the minimum and median of the timed calls per mode, and checks that
+// `alias` returns exactly what `whole` does and how far `prefix` is from it.
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 #include <gflags/gflags.h>
@@ -150,7 +151,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  std::printf("%zu threads; loaded in %.1f s; encoder ring %lld frames (window %lld), decoder ring %lld (window %lld)\n",
+  std::printf("%zu threads; loaded in %.1f s; encoder ring %lld frames (window %lld), "
+              "decoder ring %lld (window %lld)\n",
               threads, (now_ms() - t0) / 1000, (long long)enc_slots, (long long)enc_win, (long long)dec_slots,
               (long long)dec_win);
   SliceAliasState state({enc_slots, dec_slots});

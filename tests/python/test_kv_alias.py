@@ -113,3 +113,26 @@ def test_long_stream_alias_same_tokens(tiny, long_wav, pte, args, chunk, delay_m
     assert alias["text"] == py["text"]
     assert len(alias["token_ids"]) > 4 * 40 - 32  # the decoder ring (40 slots) wrapped several times
     assert len(set(alias["token_ids"])) > 3
+
+
+@pytest.fixture(scope="module")
+def narrow(tiny, tmp_path_factory):
+    """The tiny model with a 5-position decoder window: its ring (5 + 16 slots) is narrower than a prefill chunk
+    of 16, so chunks straddle the wrap and the first calls already attend most of the ring."""
+    from conftest import run_export
+
+    out = tmp_path_factory.mktemp("narrow") / "w5.pte"
+    r = run_export(tiny["dir"], out, "--sliding-window", "5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return {**tiny, "w5": out}
+
+
+@pytest.mark.parametrize("args,chunk", [((), 0), (("--streaming", "--chunk_ms", "80"), 1280)])
+def test_narrow_decoder_window_alias_same_tokens(narrow, long_wav, args, chunk):
+    alias = _cpp(narrow, "w5", long_wav, *args, alias=True)
+    copy = _cpp(narrow, "w5", long_wav, *args, alias=False)
+    audio = load_audio(long_wav)
+    py = transcribe(PteEngine(narrow["w5"]), narrow["tok"], audio, chunk_samples=chunk)
+    py_prefix = transcribe(PteEngine(narrow["w5"], whole_ring=False), narrow["tok"], audio, chunk_samples=chunk)
+    assert alias["token_ids"] == copy["token_ids"] == py["token_ids"] == py_prefix["token_ids"]
+    assert len(set(alias["token_ids"])) > 3
