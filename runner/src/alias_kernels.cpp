@@ -59,12 +59,13 @@ bool SliceAliasState::try_alias(const Tensor& self, int64_t dim, const EValue& s
   if (!int_or_none(start, 0, &s) || !int_or_none(end, n, &e)) return false;
   if (s < 0) s += n;
   if (e < 0) e += n;
-  if (std::max<int64_t>(s, 0) != 0 || e < n) return false;
+  if (s > 0 || e < n) return false;  // s < 0 here clamps to 0
 
   void* data = self.mutable_data_ptr();
   void* const current = out.mutable_data_ptr();
   if (executorch::runtime::resize_tensor(out, self.sizes()) != Error::Ok) return false;
-  if (current != data) planned_[out.unsafeGetTensorImpl()] = current;  // first alias since the last copy
+  // Remember the planned buffer at the first alias since the last copy (an entry exists while out is aliased).
+  if (current != data) planned_.try_emplace(out.unsafeGetTensorImpl(), current);
   if (executorch::runtime::internal::set_tensor_data(out, data, self.nbytes()) != Error::Ok) return false;
   ++aliased_;
   return true;

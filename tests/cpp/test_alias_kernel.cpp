@@ -89,8 +89,10 @@ int main() {
     CHECK(out->const_data_ptr() == ring.data());
     CHECK(slice(*k, -1, EValue(), EValue(), *out) == Error::Ok);
     CHECK(out->const_data_ptr() == ring.data());
+    CHECK(slice(*k, 2, EValue(int64_t{-100}), EValue(int64_t{kSlots}), *out) == Error::Ok);  // start clamps to 0
+    CHECK(out->const_data_ptr() == ring.data());
 
-    CHECK(state.aliased() == 3);
+    CHECK(state.aliased() == 4);
 
     // A prefix (a new stream): copied into the planned buffer, which the alias gave back; the ring untouched.
     CHECK(slice(*k, 2, EValue(int64_t{0}), EValue(int64_t{3}), *out) == Error::Ok);
