@@ -87,24 +87,34 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch
     return x * cos + F.linear(x, rot) * sin
 
 
-def ring_mask(start: int, s: int, window: int, size: int) -> torch.Tensor:
-    """Additive attention mask [s, L] for queries at positions start..start+s-1 over the first L = min(start + s,
-    size) slots of a ring of `size` slots (position p lives in slot p % size): 0 where the query may attend the
-    slot, -inf elsewhere.
+def attended_slots(end: int, size: int, whole_ring: bool = False) -> int:
+    """Ring slots a call attends when it ends at position `end` (exclusive): the valid prefix min(end, size), or
+    with whole_ring all `size` slots once at least 3/4 of them are valid. The C++ runner aliases a whole-ring
+    slice instead of copying it (docs/design.md, "Attention reads the caches in place"); the Python runtime
+    uses the same widths, so both make bit-identical calls. Same as C++ `detail::attended_slots`."""
+    valid = min(end, size)
+    return size if whole_ring and 4 * valid >= 3 * size else valid
 
-    After the chunk is written, slot j holds position j + ((end - 1 - j) // size) * size (end = start + s); a
-    query at q sees positions q - window + 1 .. q. Stale slots (an earlier stream, or not yet written) are
-    masked by that formula, so they need no clearing. The exported methods take this mask as an input (the
-    runner computes it): its shape carries L, which keeps every attention size an input size, so XNNPACK
-    can take the attention matmuls and softmax. Requires size >= window + s - 1.
+
+def ring_mask(start: int, s: int, window: int, size: int, whole_ring: bool = False) -> torch.Tensor:
+    """Additive attention mask [s, L] for queries at positions start..start+s-1 over the first
+    L = attended_slots(start + s, size, whole_ring) slots of a ring of `size` slots (position p lives in slot
+    p % size): 0 where the query may attend the slot, -inf elsewhere.
+
+    After the chunk is written, slot j < end holds position j + ((end - 1 - j) // size) * size (end = start + s);
+    a query at q sees positions q - window + 1 .. q. Stale slots (an earlier stream, or not yet written: j >= end)
+    are masked by that rule, so they need no clearing; they hold zeros or earlier values, finite, so masked
+    columns add exact zeros. The exported methods take this mask as an input (the runner computes it): its
+    shape carries L, which keeps every attention size an input size, so XNNPACK can take the attention
+    matmuls and softmax. Requires size >= window + s - 1.
     """
     end = start + s
-    n_valid = min(end, size)
-    j = torch.arange(n_valid)
-    slot_pos = j + torch.div(end - 1 - j, size, rounding_mode="floor") * size  # [L]
+    n_cols = attended_slots(end, size, whole_ring)
+    j = torch.arange(n_cols)
+    slot_pos = j + torch.div(end - 1 - j, size, rounding_mode="floor") * size  # [L]; j >= end: negative
     delta = (torch.arange(s) + start)[:, None] - slot_pos[None, :]
-    visible = (delta >= 0) & (delta < window)
-    return torch.zeros(s, n_valid).masked_fill(~visible, float("-inf"))
+    visible = (delta >= 0) & (delta < window) & (slot_pos >= 0)[None, :]
+    return torch.zeros(s, n_cols).masked_fill(~visible, float("-inf"))
 
 
 class RingKVCache(nn.Module):

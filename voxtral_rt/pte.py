@@ -53,7 +53,9 @@ def _without_cpuinfo_chatter():
 
 
 class PteEngine:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, whole_ring: bool = True) -> None:
+        """whole_ring: attend the whole KV ring once it is 3/4 valid, as the C++ runner does (model.attended_slots),
+        so both make bit-identical calls; False attends only the valid prefix (the path before the runner's alias)."""
         from executorch.runtime import Runtime
 
         import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed kernels
@@ -79,6 +81,7 @@ class PteEngine:
         # Load every method up front: they share the cache buffers.
         with _without_cpuinfo_chatter():
             self.methods = {m: self.program.load_method(m) for m in METHODS}
+        self.whole_ring = whole_ring
         self.max_mel_frames = self.meta["max_mel_frames"]
         self.max_enc_tokens = self.meta["max_enc_tokens"]
         self.max_dec_tokens = self.meta["max_dec_tokens"]
@@ -107,7 +110,7 @@ class PteEngine:
     def encode(self, mel: torch.Tensor, enc_pos: int) -> torch.Tensor:
         m = self.meta
         n_frames = mel.shape[2] // m["mel_frames_per_token"] * m["enc_frames_per_token"]
-        mask = ring_mask(enc_pos, n_frames, m["enc_sliding_window"], m["enc_cache_slots"])
+        mask = ring_mask(enc_pos, n_frames, m["enc_sliding_window"], m["enc_cache_slots"], self.whole_ring)
         return self.methods["audio_encoder"].execute([mel.contiguous(), torch.tensor([enc_pos]), mask])[0][0].clone()
 
     def embed(self, ids: list[int]) -> torch.Tensor:
@@ -115,7 +118,7 @@ class PteEngine:
 
     def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor:
         """h [S, dim] at positions pos..pos+S-1 -> logits [S, vocab] of every position."""
-        mask = ring_mask(pos, h.shape[0], self.meta["dec_sliding_window"], self.meta["dec_cache_slots"])
+        mask = ring_mask(pos, h.shape[0], self.meta["dec_sliding_window"], self.meta["dec_cache_slots"], self.whole_ring)
         out = self.methods["text_decoder"].execute([h[None].contiguous(), torch.tensor([pos]), torch.tensor([n_delay]),
                                                      mask])
         return out[0][0].clone()

@@ -22,6 +22,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "alias_kernels.h"
 #include "log.h"
 #include "memtrace.h"
 #include "metadata.h"
@@ -282,7 +283,8 @@ class EtBackend : public ModelBackend {
   }
 
   // Loads `method` with our planned memory. Module would otherwise allocate (and zero) its own arenas.
-  Status load_method(const std::string& method, const executorch::runtime::LoadBackendOptionsMap* options) {
+  Status load_method(const std::string& method, const executorch::runtime::LoadBackendOptionsMap* options,
+                     std::vector<executorch::runtime::Kernel> kernels = {}) {
     std::vector<size_t> sizes;
     VX_RETURN_IF_ERROR(planned_sizes(method, &sizes));
     auto pm = std::make_unique<PlannedMemory>();
@@ -298,7 +300,7 @@ class EtBackend : public ModelBackend {
     }
     pm->allocator = std::make_unique<executorch::runtime::HierarchicalAllocator>(
         executorch::runtime::Span<executorch::runtime::Span<uint8_t>>(pm->spans.data(), pm->spans.size()));
-    const Error e = module_->load_method(method, pm->allocator.get(), nullptr, options);
+    const Error e = module_->load_method(method, pm->allocator.get(), nullptr, options, std::move(kernels));
     if (e != Error::Ok) return Status::error(path_ + ": cannot load method '" + method + "': " + et_error(e));
     planned_[method] = std::move(pm);
     return Status();
@@ -332,11 +334,15 @@ class EtBackend : public ModelBackend {
   }
 
   Status load_methods() {
+    // Whole-ring slices alias the KV rings (alias_kernels.h); every other kernel is the wheel's.
+    std::vector<executorch::runtime::Kernel> kernels;
+    if (kv_alias_) kernels = slice_alias_kernels();
+    alias_ = SliceAliasState({info_.enc_cache_slots, info_.dec_cache_slots});
     for (const char* m : {kPreprocessorMethod, kAudioEncoderMethod, kTokenEmbeddingMethod, kTextDecoderMethod}) {
       if (!names_.count(m))
         return Status::error(path_ + ": missing method '" + m + "'; re-export with export/export_voxtral_rt.py");
       const double t0 = now();
-      VX_RETURN_IF_ERROR(load_method(m, xnn_options_ ? &xnn_options_->map : nullptr));
+      VX_RETURN_IF_ERROR(load_method(m, xnn_options_ ? &xnn_options_->map : nullptr, kernels));
       VX_LOG_DEBUG("loaded method %s in %.1f ms", m, now() - t0);
       if (mem_trace_enabled()) trace_memory((std::string("loaded ") + m).c_str());
     }
@@ -371,7 +377,7 @@ class EtBackend : public ModelBackend {
     int64_t pos = enc_pos;
     auto p = from_blob(&pos, {1}, ScalarType::Long);
     const int64_t n_rows = info_.enc_frames_per_token * n_tokens;
-    const int64_t len = ring_mask(enc_pos, n_rows, info_.enc_sliding_window, info_.enc_cache_slots, &mask_);
+    const int64_t len = ring_mask(enc_pos, n_rows, info_.enc_sliding_window, info_.enc_cache_slots, &mask_, kv_alias_);
     auto m = from_blob(mask_.data(), {static_cast<int32_t>(n_rows), static_cast<int32_t>(len)}, ScalarType::Float);
     return run(kAudioEncoderMethod, {EValue(*x), EValue(*p), EValue(*m)}, n_tokens * info_.dim, emb);
   }
@@ -387,7 +393,7 @@ class EtBackend : public ModelBackend {
     int64_t p = pos, d = delay_tokens;
     auto pt = from_blob(&p, {1}, ScalarType::Long);
     auto dt = from_blob(&d, {1}, ScalarType::Long);
-    const int64_t len = ring_mask(pos, n, info_.dec_sliding_window, info_.dec_cache_slots, &mask_);
+    const int64_t len = ring_mask(pos, n, info_.dec_sliding_window, info_.dec_cache_slots, &mask_, kv_alias_);
     auto m = from_blob(mask_.data(), {static_cast<int32_t>(n), static_cast<int32_t>(len)}, ScalarType::Float);
     return run(kTextDecoderMethod, {EValue(*e), EValue(*pt), EValue(*dt), EValue(*m)}, n * info_.vocab_size, logits);
   }
@@ -416,6 +422,7 @@ class EtBackend : public ModelBackend {
   // Executes `method` and copies its first output (float, `expected` elements) out of the Module: with
   // shared arenas the next method call may overwrite it.
   Status run(const char* method, const std::vector<EValue>& inputs, int64_t expected, std::vector<float>* out) {
+    SliceAliasScope alias_scope(kv_alias_ ? &alias_ : nullptr);
     auto r = module_->execute(method, inputs);
     if (!r.ok()) return Status::error(std::string("method '") + method + "' failed: " + et_error(r.error()));
     if (r->empty() || !r->at(0).isTensor())
@@ -445,6 +452,8 @@ class EtBackend : public ModelBackend {
   std::unordered_set<std::string> names_;
   ModelInfo info_;
   std::vector<float> mask_;  // attention mask input of the current call (reused: no allocation per step)
+  const bool kv_alias_ = kv_alias_enabled();  // whole-ring masks + the aliasing slice kernel
+  SliceAliasState alias_;
 };
 
 }  // namespace

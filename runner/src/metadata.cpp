@@ -83,11 +83,17 @@ Status validate_model_info(const ModelInfo& m, const std::string& where) {
   return Status();
 }
 
-int64_t ring_mask(int64_t start, int64_t n, int64_t window, int64_t slots, std::vector<float>* mask) {
+int64_t attended_slots(int64_t end, int64_t slots, bool whole_ring) {
+  const int64_t valid = end < slots ? end : slots;
+  return whole_ring && 4 * valid >= 3 * slots ? slots : valid;  // integers: Python computes the same
+}
+
+int64_t ring_mask(int64_t start, int64_t n, int64_t window, int64_t slots, std::vector<float>* mask,
+                  bool whole_ring) {
   const int64_t end = start + n;
-  const int64_t len = end < slots ? end : slots;
+  const int64_t len = attended_slots(end, slots, whole_ring);
   mask->assign(static_cast<size_t>(n * len), -std::numeric_limits<float>::infinity());
-  for (int64_t j = 0; j < len; ++j) {
+  for (int64_t j = 0; j < len && j < end; ++j) {  // j >= end: not written in this stream
     const int64_t slot_pos = j + (end - 1 - j) / slots * slots;  // end - 1 - j >= 0: plain division floors
     for (int64_t i = 0; i < n; ++i) {
       const int64_t delta = start + i - slot_pos;

@@ -56,10 +56,19 @@ using ReadIntFn = std::function<Status(const char* key, int64_t* value)>;
 Status read_model_info(const ReadIntFn& read_int, const std::string& where, ModelInfo* info);
 Status validate_model_info(const ModelInfo& info, const std::string& where);
 
+// Ring slots a call attends when it ends at position `end` (exclusive): the valid prefix min(end, slots), or
+// with whole_ring all `slots` once at least 3/4 of them are valid. A whole-ring slice is an alias, not a copy
+// (alias_kernels.h), and costs about what copying the prefix does at 0.7 (decoder) to 0.8 (encoder) of the
+// ring (measured: docs/design.md). Same as voxtral_rt.model.attended_slots.
+int64_t attended_slots(int64_t end, int64_t slots, bool whole_ring);
+
 // The additive attention mask (0 / -inf) of `n` queries at positions start..start+n-1 over the first
-// L = min(start + n, slots) slots of a KV ring (position p in slot p % slots): a query at q sees positions
-// q - window + 1 .. q. Writes [n][L] row-major into *mask and returns L. Same as voxtral_rt.model.ring_mask.
-int64_t ring_mask(int64_t start, int64_t n, int64_t window, int64_t slots, std::vector<float>* mask);
+// L = attended_slots(start + n, slots, whole_ring) slots of a KV ring (position p in slot p % slots): a query
+// at q sees positions q - window + 1 .. q; slots this stream has not written yet are -inf (they hold zeros
+// or an earlier stream's values: finite, so masked columns add exact zeros). Writes [n][L] row-major into
+// *mask and returns L. Same as voxtral_rt.model.ring_mask.
+int64_t ring_mask(int64_t start, int64_t n, int64_t window, int64_t slots, std::vector<float>* mask,
+                  bool whole_ring = false);
 
 // Protocol arithmetic shared by the session and the tests.
 Status delay_tokens_for(const ModelInfo& info, int delay_ms, int64_t* delay_tokens);

@@ -490,6 +490,31 @@ static void test_metadata() {
   // Window 1: a query sees only itself.
   CHECK_EQ(ring_mask(5, 2, 1, 4, &mask), 4);
   CHECK(mask == (std::vector<float>{-inf, 0, -inf, -inf, -inf, -inf, 0, -inf}));
+  // Whole-ring widths: the prefix until 3/4 of the ring is valid, then every slot; the unwritten ones are -inf.
+  CHECK_EQ(attended_slots(2, 4, true), 2);
+  CHECK_EQ(attended_slots(3, 4, true), 4);
+  CHECK_EQ(attended_slots(3, 4, false), 3);
+  CHECK_EQ(attended_slots(99, 4, true), 4);
+  CHECK_EQ(attended_slots(74, 100, true), 74);
+  CHECK_EQ(attended_slots(75, 100, true), 100);
+  CHECK_EQ(ring_mask(0, 3, 2, 4, &mask, true), 4);  // 3 of 4 valid: whole ring
+  CHECK(mask == (std::vector<float>{0, -inf, -inf, -inf, 0, 0, -inf, -inf, -inf, 0, 0, -inf}));
+  CHECK_EQ(ring_mask(0, 1, 2, 4, &mask, true), 1);  // 1 of 4: prefix
+  CHECK(mask == (std::vector<float>{0}));
+  CHECK_EQ(ring_mask(3, 1, 2, 3, &mask, true), 3);  // wrapped: the same mask either way
+  CHECK(mask == (std::vector<float>{0, -inf, 0}));
+  // Every whole-ring mask is the prefix mask plus -inf columns.
+  for (int64_t start = 0; start < 30; ++start)
+    for (int64_t n = 1; n <= 4; ++n) {
+      std::vector<float> prefix, whole;
+      const int64_t lp = ring_mask(start, n, 5, 8, &prefix), lw = ring_mask(start, n, 5, 8, &whole, true);
+      CHECK(lw == lp || lw == 8);
+      bool same = true;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < lw; ++j)
+          same &= whole[i * lw + j] == (j < lp ? prefix[i * lp + j] : -inf);
+      CHECK(same);
+    }
 
   int64_t d = 0;
   CHECK(delay_tokens_for(want, -1, &d).ok() && d == 2);

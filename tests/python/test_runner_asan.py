@@ -32,8 +32,8 @@ pytestmark = pytest.mark.skipif(not (ASAN / "voxtral_realtime_runner").exists(),
                                 reason="ASan build missing: `make runner-asan` (make test builds it)")
 
 
-def _run(cmd: list[str], stdin: bytes | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(c) for c in cmd], input=stdin, capture_output=True, timeout=timeout, env=ENV)
+def _run(cmd: list[str], stdin: bytes | None = None, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(c) for c in cmd], input=stdin, capture_output=True, timeout=timeout, env={**ENV, **(env or {})})
     err = r.stderr.decode(errors="replace")
     for rep in REPORTS:
         assert rep not in err, err[-6000:]
@@ -45,11 +45,18 @@ def audio(tmp_path_factory):
     d = tmp_path_factory.mktemp("asan")
     sf.write(d / "a.wav", speech(16000, 2.6, 3), 16000)
     sf.write(d / "b.flac", speech(44100, 1.9, 4, channels=2), 44100)
+    sf.write(d / "long.wav", speech(16000, 12.0, 7), 16000)  # wraps both tiny rings 5-10 times
     return d
 
 
 def test_unit_tests_under_asan():
     r = _run([ASAN / "voxtral_rt_tests"])
+    out = r.stdout.decode()
+    assert r.returncode == 0 and " 0 failed" in out, out[-3000:] + r.stderr.decode()[-3000:]
+
+
+def test_alias_kernel_under_asan():
+    r = _run([ASAN / "voxtral_rt_kernel_tests"])
     out = r.stdout.decode()
     assert r.returncode == 0 and " 0 failed" in out, out[-3000:] + r.stderr.decode()[-3000:]
 
@@ -79,6 +86,19 @@ def test_cli_under_asan_same_tokens_as_release(tiny, audio, args):
     got = _cli(ASAN / "voxtral_realtime_runner", tiny, "--json", *args, stdin=stdin)
     assert got.returncode == 0, got.stderr.decode()[-3000:]
     ref = _cli(RELEASE, tiny, "--json", *args, stdin=stdin)
+    assert ref.returncode == 0
+    assert json.loads(got.stdout)["token_ids"] == json.loads(ref.stdout)["token_ids"]
+
+
+@pytest.mark.parametrize("alias", ["1", "0"])
+def test_long_stream_kv_alias_under_asan(tiny, audio, alias):
+    """A stream that wraps both KV rings many times, with the K/V slices aliased (1) or copied (0): no report, and
+    the release build's tokens (which test_kv_alias checks against the Python runtime)."""
+    args = ["--json", "--audio_path", str(audio / "long.wav"), "--streaming", "--chunk_ms", "80"]
+    got = _run([ASAN / "voxtral_realtime_runner", "--model_path", tiny["fp32"], "--tokenizer_path",
+                tiny["dir"] / "tekken.json", *args], env={"VOXTRAL_RT_KV_ALIAS": alias})
+    assert got.returncode == 0, got.stderr.decode()[-3000:]
+    ref = _cli(RELEASE, tiny, *args)
     assert ref.returncode == 0
     assert json.loads(got.stdout)["token_ids"] == json.loads(ref.stdout)["token_ids"]
 
