@@ -87,12 +87,20 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch
     return x * cos + F.linear(x, rot) * sin
 
 
+ATTEND_BLOCK = 64  # attended widths are whole blocks of 64 slots: see attended_slots
+
+
 def attended_slots(end: int, size: int, whole_ring: bool = False) -> int:
-    """Ring slots a call attends when it ends at position `end` (exclusive): the valid prefix min(end, size), or
-    with whole_ring all `size` slots once at least 3/4 of them are valid. The C++ runner aliases a whole-ring
-    slice instead of copying it (docs/design.md, "Attention reads the caches in place"); the Python runtime
-    uses the same widths, so both make bit-identical calls. Same as C++ `detail::attended_slots`."""
-    valid = min(end, size)
+    """Ring slots a call attends when it ends at position `end` (exclusive): the valid prefix min(end, size)
+    rounded up to whole ATTEND_BLOCKs (capped at `size`; the extra columns are masked), or with whole_ring all
+    `size` slots once at least 3/4 of them are valid. The C++ runner aliases a whole-ring slice instead of
+    copying it (docs/design.md, "Attention reads the caches in place"); the Python runtime uses the same widths,
+    so both make bit-identical calls. Same as C++ `detail::attended_slots`.
+
+    Why blocks: XNNPACK's softmax and P.V sum a row in an order that depends on the row's length; with lengths in
+    whole 64-blocks the columns past a query's own end only add exact zeros, so a position's logits do not depend
+    on how many positions share its decoder call, and multi-position decoding is bit-exact (docs/design.md)."""
+    valid = min(-(-end // ATTEND_BLOCK) * ATTEND_BLOCK, size)
     return size if whole_ring and 4 * valid >= 3 * size else valid
 
 

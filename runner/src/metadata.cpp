@@ -84,7 +84,8 @@ Status validate_model_info(const ModelInfo& m, const std::string& where) {
 }
 
 int64_t attended_slots(int64_t end, int64_t slots, bool whole_ring) {
-  const int64_t valid = end < slots ? end : slots;
+  const int64_t r = (end + kAttendBlock - 1) / kAttendBlock * kAttendBlock;
+  const int64_t valid = r < slots ? r : slots;
   return whole_ring && 4 * valid >= 3 * slots ? slots : valid;  // integers: Python computes the same
 }
 

@@ -56,10 +56,18 @@ using ReadIntFn = std::function<Status(const char* key, int64_t* value)>;
 Status read_model_info(const ReadIntFn& read_int, const std::string& where, ModelInfo* info);
 Status validate_model_info(const ModelInfo& info, const std::string& where);
 
-// Ring slots a call attends when it ends at position `end` (exclusive): the valid prefix min(end, slots), or
-// with whole_ring all `slots` once at least 3/4 of them are valid. A whole-ring slice is an alias, not a copy
-// (alias_kernels.h), and costs about what copying the prefix does at 0.7 (decoder) to 0.8 (encoder) of the
-// ring (measured: docs/design.md). Same as voxtral_rt.model.attended_slots.
+// Attended widths are whole blocks of this many slots (the extra columns masked). XNNPACK's softmax and P.V sum a
+// row in an order that depends on its length; with the length a multiple of 64 the columns past a query's own
+// end only add exact zeros, so a position's result does not depend on how many positions share its call: the
+// multi-position decoder calls give bit-identical rows (measured on the chaotic 4b weights: exact 64-blocks, 0
+// of 260 tokens differ between 1, 4 and 8 positions per call; without, 30). At most 63 extra columns.
+constexpr int64_t kAttendBlock = 64;
+
+// Ring slots a call attends when it ends at position `end` (exclusive): the valid prefix min(end, slots) rounded
+// up to whole kAttendBlock blocks (capped at `slots`), or with whole_ring all `slots` once at least 3/4 of them are
+// valid. A whole-ring slice is an alias, not a copy (alias_kernels.h), and costs about what copying the prefix
+// does at 0.7 (decoder) to 0.8 (encoder) of the ring (measured: docs/design.md). Same as
+// voxtral_rt.model.attended_slots.
 int64_t attended_slots(int64_t end, int64_t slots, bool whole_ring);
 
 // The additive attention mask (0 / -inf) of `n` queries at positions start..start+n-1 over the first

@@ -479,11 +479,12 @@ static void test_metadata() {
   kv["samples_per_token"] = 1000;
   CHECK(!read_model_info(reader, "m.pte", &got).ok());
 
-  // Ring masks, worked by hand. Fresh ring (3 slots, window 2), 2 queries at positions 0, 1: L = 2.
+  // Ring masks, worked by hand. Fresh ring (3 slots, window 2), 2 queries at positions 0, 1: L = 3 (the valid 2
+  // rounded up to a block of 64, capped by the ring); slot 2 is not written yet.
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> mask;
-  CHECK_EQ(ring_mask(0, 2, 2, 3, &mask), 2);
-  CHECK(mask == (std::vector<float>{0, -inf, 0, 0}));
+  CHECK_EQ(ring_mask(0, 2, 2, 3, &mask), 3);
+  CHECK(mask == (std::vector<float>{0, -inf, -inf, 0, 0, -inf}));
   // Wrapped: query at position 3 -> slots hold positions 3, 1, 2; window 2 sees 2 and 3.
   CHECK_EQ(ring_mask(3, 1, 2, 3, &mask), 3);
   CHECK(mask == (std::vector<float>{0, -inf, 0}));
@@ -491,16 +492,20 @@ static void test_metadata() {
   CHECK_EQ(ring_mask(5, 2, 1, 4, &mask), 4);
   CHECK(mask == (std::vector<float>{-inf, 0, -inf, -inf, -inf, -inf, 0, -inf}));
   // Whole-ring widths: the prefix until 3/4 of the ring is valid, then every slot; the unwritten ones are -inf.
-  CHECK_EQ(attended_slots(2, 4, true), 2);
-  CHECK_EQ(attended_slots(3, 4, true), 4);
-  CHECK_EQ(attended_slots(3, 4, false), 3);
+  // Widths are whole blocks of kAttendBlock (64) slots, capped by the ring.
+  CHECK_EQ(attended_slots(2, 4, false), 4);
+  CHECK_EQ(attended_slots(1, 1000, false), 64);
+  CHECK_EQ(attended_slots(64, 1000, false), 64);
+  CHECK_EQ(attended_slots(65, 1000, false), 128);
+  CHECK_EQ(attended_slots(705, 1000, false), 768);
+  CHECK_EQ(attended_slots(5000, 1000, false), 1000);
+  CHECK_EQ(attended_slots(700, 1000, true), 704);   // < 3/4 of the ring
+  CHECK_EQ(attended_slots(705, 1000, true), 1000);  // 768 >= 3/4: the whole ring
   CHECK_EQ(attended_slots(99, 4, true), 4);
-  CHECK_EQ(attended_slots(74, 100, true), 74);
-  CHECK_EQ(attended_slots(75, 100, true), 100);
   CHECK_EQ(ring_mask(0, 3, 2, 4, &mask, true), 4);  // 3 of 4 valid: whole ring
   CHECK(mask == (std::vector<float>{0, -inf, -inf, -inf, 0, 0, -inf, -inf, -inf, 0, 0, -inf}));
-  CHECK_EQ(ring_mask(0, 1, 2, 4, &mask, true), 1);  // 1 of 4: prefix
-  CHECK(mask == (std::vector<float>{0}));
+  CHECK_EQ(ring_mask(0, 1, 2, 200, &mask, true), 64);  // 1 of 200: a block
+  CHECK(mask[0] == 0 && std::count(mask.begin(), mask.end(), -inf) == 63);
   CHECK_EQ(ring_mask(3, 1, 2, 3, &mask, true), 3);  // wrapped: the same mask either way
   CHECK(mask == (std::vector<float>{0, -inf, 0}));
   // Every whole-ring mask is the prefix mask plus -inf columns.

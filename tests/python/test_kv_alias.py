@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from voxtral_rt.audio import load_audio
-from voxtral_rt.model import attended_slots
+from voxtral_rt.model import ATTEND_BLOCK, attended_slots
 from voxtral_rt.protocol import transcribe
 from voxtral_rt.pte import PteEngine
 from conftest import speech
@@ -90,7 +90,8 @@ def test_whole_ring_masks_same_results_python(tiny, long_wav, pte):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     for which, widths in (("enc", e_whole.enc_widths), ("dec", e_whole.dec_widths)):
         slots = e_whole.meta[f"{which}_cache_slots"]
-        assert any(valid == attended < slots for valid, attended in widths), which  # the prefix at first
+        # the prefix (in whole blocks) at first, where the ring is wider than a block
+        assert slots <= ATTEND_BLOCK or any(valid <= attended < slots for valid, attended in widths), which
         assert any(valid < attended == slots for valid, attended in widths), which  # widened before the wrap
         assert sum(valid == slots for valid, _ in widths) > 50, which  # and many calls after it
 
