@@ -82,7 +82,8 @@ def test_whole_ring_masks_same_results_python(tiny, long_wav, pte):
     runs = []
     for whole in (True, False):
         e = _Recording(tiny[pte], whole)
-        runs.append((transcribe(e, tiny["tok"], audio, chunk_samples=1280), e))
+        # one position per decoder call: the two runs then make the same calls, compared output by output
+        runs.append((transcribe(e, tiny["tok"], audio, chunk_samples=1280, draft_tokens=0), e))
     (r_whole, e_whole), (r_prefix, e_prefix) = runs
     assert r_whole["token_ids"] == r_prefix["token_ids"]
     assert len(e_whole.outputs) == len(e_prefix.outputs)
@@ -90,8 +91,8 @@ def test_whole_ring_masks_same_results_python(tiny, long_wav, pte):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     for which, widths in (("enc", e_whole.enc_widths), ("dec", e_whole.dec_widths)):
         slots = e_whole.meta[f"{which}_cache_slots"]
-        # the prefix (in whole blocks) at first, where the ring is wider than a block
-        assert slots <= ATTEND_BLOCK or any(valid <= attended < slots for valid, attended in widths), which
+        # the prefix (in whole blocks) at first, where one block is less than 3/4 of the ring
+        assert 4 * ATTEND_BLOCK >= 3 * slots or any(valid <= attended < slots for valid, attended in widths), which
         assert any(valid < attended == slots for valid, attended in widths), which  # widened before the wrap
         assert sum(valid == slots for valid, _ in widths) > 50, which  # and many calls after it
 
