@@ -151,8 +151,9 @@ Status Stream::flush(int64_t* n_new) {
 }
 
 bool Stream::generation_limit_reached() const {
-  // transformers' generate length: prompt + generated == number of audio embeddings.
-  return flushed_ && n_generated_ >= stream_len_ / info_.samples_per_token - prompt_len();
+  // transformers' generate length: prompt + generated == number of audio embeddings, i.e. every position up
+  // to generation_end() has run (the token generated at position p is fed at p + 1).
+  return flushed_ && dec_pos_ >= generation_end();
 }
 
 Status Stream::pump(int64_t* n_new) {

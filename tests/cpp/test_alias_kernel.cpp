@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "alias_kernels.h"
+#include "check.h"
 
 using executorch::aten::ScalarType;
 using executorch::aten::Tensor;
@@ -23,16 +24,6 @@ using executorch::runtime::KernelRuntimeContext;
 using executorch::runtime::Span;
 using namespace voxtral_rt::detail;
 
-static int g_passed = 0, g_failed = 0;
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (cond) {                                                              \
-      ++g_passed;                                                            \
-    } else {                                                                 \
-      ++g_failed;                                                            \
-      std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);            \
-    }                                                                        \
-  } while (0)
 
 constexpr int32_t kH = 2, kD = 3, kSlots = 5;
 

@@ -24,17 +24,8 @@
 
 #include "voxtral_rt/audio.h"
 #include "voxtral_rt/voxtral_rt.h"
+#include "check.h"
 
-static int g_passed = 0, g_failed = 0;
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (cond) {                                                              \
-      ++g_passed;                                                            \
-    } else {                                                                 \
-      ++g_failed;                                                            \
-      std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);            \
-    }                                                                        \
-  } while (0)
 
 // A second, different audio: the first one reversed and at 70 % gain (different tokens, same length).
 static std::vector<float> other_audio(const std::vector<float>& pcm) {
@@ -275,6 +266,17 @@ static void test_live(voxtral_rt::Runner& runner, const std::vector<float>& pcm,
   CHECK(LiveSession::start(runner, bad_delay, {}, &err) == nullptr && err.find("100") != std::string::npos);
 }
 
+// Two sessions of one Runner on two threads (offline and in 80 ms chunks) both give `ref`.
+static void check_two_concurrent_sessions(voxtral_rt::Runner& runner, const std::vector<float>& pcm,
+                                          const std::vector<int64_t>& ref) {
+  std::vector<int64_t> a, b;
+  std::thread t1([&] { a = stream_tokens(runner, pcm, 0, -1, nullptr); });
+  std::thread t2([&] { b = stream_tokens(runner, pcm, 1280, -1, nullptr); });
+  t1.join();
+  t2.join();
+  CHECK(a == ref && b == ref);
+}
+
 // use_mmap = false: the program is read through file reads and XNNPACK's weights cache stays off (each
 // backend packs its own weights); same tokens, alone and with two concurrent sessions.
 static void test_file_reads(const char* model, const char* tok, const std::vector<float>& pcm,
@@ -285,12 +287,7 @@ static void test_file_reads(const char* model, const char* tok, const std::vecto
   auto runner = voxtral_rt::Runner::load(ro, &err);
   CHECK(runner != nullptr);
   if (!runner) return;
-  std::vector<int64_t> a, b;
-  std::thread t1([&] { a = stream_tokens(*runner, pcm, 0, -1, nullptr); });
-  std::thread t2([&] { b = stream_tokens(*runner, pcm, 1280, -1, nullptr); });
-  t1.join();
-  t2.join();
-  CHECK(a == ref && b == ref);
+  check_two_concurrent_sessions(*runner, pcm, ref);
 }
 
 // packed_cache_path: the first Runner packs into the file, a later one maps it (no packing); same tokens,
@@ -310,12 +307,7 @@ static void test_packed_cache_file(const char* model, const char* tok, const std
     auto runner = voxtral_rt::Runner::load(ro, &err);
     CHECK(runner != nullptr);
     if (!runner) break;
-    std::vector<int64_t> a, b;
-    std::thread t1([&] { a = stream_tokens(*runner, pcm, 0, -1, nullptr); });
-    std::thread t2([&] { b = stream_tokens(*runner, pcm, 1280, -1, nullptr); });
-    t1.join();
-    t2.join();
-    CHECK(a == ref && b == ref);
+    check_two_concurrent_sessions(*runner, pcm, ref);
     struct stat st;
     CHECK(::stat(path.c_str(), &st) == 0 && st.st_size > 0);
   }
