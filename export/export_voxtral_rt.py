@@ -64,6 +64,9 @@ WEIGHT_ONLY_LINEAR_NOTE = (
     "grid and stores them in float, so the .pte is as large and as fast as without it. For {bits}-bit weights on CPU "
     "use 8da{bits}w (int8 dynamic activations).")
 QEMBEDDING = ["8w", "4w", "none"]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+KV_DTYPES = {"fp16": torch.float16, **DTYPES}
+KV_DTYPE_DEFAULT = {"fp32": "fp16", "bf16": "bf16"}
 
 _T0 = time.time()
 
@@ -156,6 +159,71 @@ def preprocess_copies_share_weights():
             del XnnpackBackend.copy_exported_program_for_preprocess
         else:
             XnnpackBackend.copy_exported_program_for_preprocess = own
+
+
+@contextlib.contextmanager
+def xnnpack_float_casts():
+    """Yield XNNPACK partitioner configs that also take fp32 <-> fp16 casts (executorch 1.5.1).
+
+    fp16 K/V caches need the query cast to fp16 and the attention output cast back inside the attention. The
+    1.5.1 partitioner leaves every dtype-changing copy outside XNNPACK, which would cut each layer's graph in
+    three, although XNNPACK's runtime converts fp32 <-> fp16 itself (a Convert node, as the dynamic quantization
+    uses). So, for the duration of the export: a config that claims these casts, a visitor that serializes them
+    as Convert nodes, and XNNPACK's redundant-copy pass told to keep them (it takes every _to_copy whose input
+    has the same layout for a no-op and deletes it)."""
+    from executorch.backends.xnnpack._passes.remove_redundant_copy_pass import RemoveRedundantCopyPass
+    from executorch.backends.xnnpack.operators import node_visitor
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.config.generic_node_configs import GenericNodePartitionerConfig
+    from executorch.backends.xnnpack.partition.config.xnnpack_config import ConfigPrecisionType
+    from executorch.backends.xnnpack.serialization.xnnpack_graph_schema import XNNConvert, XNode
+    from executorch.backends.xnnpack.utils.utils import get_input_node
+
+    target = "aten._to_copy.default"
+    layout_copy = node_visitor._node_visitor_dict[target]  # 1.5.1's: memory-format changes only
+    floats = {torch.float32, torch.float16}
+
+    def is_float_cast(node: torch.fx.Node) -> bool:
+        src, dst = get_input_node(node, 0).meta["val"].dtype, node.meta["val"].dtype
+        layout = node.kwargs.get("memory_format", torch.contiguous_format)
+        return (src != dst and {src, dst} <= floats and layout in (None, torch.contiguous_format)
+                and set(node.kwargs) <= {"dtype", "memory_format"})
+
+    class FloatCastConfig(GenericNodePartitionerConfig):
+        target_name = "_to_copy.default"
+
+        def check_constraints(self, node: torch.fx.Node, ep) -> bool:  # type: ignore[no-untyped-def]
+            if not (self.check_common_constraints(node, ep) and is_float_cast(node)):
+                return False
+            # XNNPACK's layout pass reads memory_format from every _to_copy; export drops the default.
+            node.kwargs = {**node.kwargs, "memory_format": torch.contiguous_format}
+            return True
+
+        def supported_precision_types(self) -> list:
+            return [ConfigPrecisionType.FP32]
+
+    class CastOrLayoutCopy(layout_copy):  # type: ignore[misc, valid-type]
+        def define_node(self, node, xnn_graph, vals_to_ids, debug_handle) -> None:  # type: ignore[no-untyped-def]
+            if not is_float_cast(node):
+                return super().define_node(node, xnn_graph, vals_to_ids, debug_handle)
+            src = get_input_node(node, 0)
+            self.define_tensor(src, xnn_graph, vals_to_ids)
+            self.define_tensor(node, xnn_graph, vals_to_ids)
+            xnn_graph.xnodes.append(XNode(xnode_union=XNNConvert(input_id=vals_to_ids[src], output_id=vals_to_ids[node],
+                                                                 flags=0), debug_handle=debug_handle))
+
+    remove_copy = RemoveRedundantCopyPass._try_remove_regular_redundant_to_copy
+
+    def keep_casts(self, node, graph):  # type: ignore[no-untyped-def]
+        return False if is_float_cast(node) else remove_copy(self, node, graph)
+
+    node_visitor._node_visitor_dict[target] = CastOrLayoutCopy
+    RemoveRedundantCopyPass._try_remove_regular_redundant_to_copy = keep_casts
+    try:
+        yield [*ALL_PARTITIONER_CONFIGS, FloatCastConfig]
+    finally:
+        node_visitor._node_visitor_dict[target] = layout_copy
+        RemoveRedundantCopyPass._try_remove_regular_redundant_to_copy = remove_copy
 
 
 # ----------------------------------------------------------------------------- one thin wrapper per method
@@ -481,10 +549,10 @@ def lower(progs: dict, meta: dict[str, int]):
     for name in sorted(progs, key=lambda n: -sum(t.numel() for t in progs[n].state_dict.values())):
         log(f"lowering {name} to edge + XNNPACK")
         prog = progs.pop(name)
-        with shallow_provenance(), preprocess_copies_share_weights():
+        with shallow_provenance(), preprocess_copies_share_weights(), xnnpack_float_casts() as configs:
             # One partitioner for every precision: dynamically quantized linears and the float ops around them
             # share XNNPACK graphs (a quantized-only pass first would cut each layer into many small ones).
-            edge = to_edge_transform_and_lower({name: prog}, partitioner={name: [XnnpackPartitioner()]},
+            edge = to_edge_transform_and_lower({name: prog}, partitioner={name: [XnnpackPartitioner(configs)]},
                                                compile_config=config)
         del prog
         lowered[name] = edge.exported_program(name)
@@ -508,10 +576,15 @@ def lower(progs: dict, meta: dict[str, int]):
 
 def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: str, group_size: int,
                   qembedding: str, qembedding_group_size: int, max_enc_tokens: int, max_dec_tokens: int,
-                  sliding_window: int = 0, encoder_group_size: int | None = None) -> VoxtralRealtime:
+                  sliding_window: int = 0, encoder_group_size: int | None = None,
+                  kv_dtype: str | None = None) -> VoxtralRealtime:
     """Load (mmapped bf16), then per block: cast to the export dtype and quantize, so at most one block
     exists in float32 at a time (the 4b model is 17.7 GB in fp32, 2.5-5 GB quantized).
-    encoder_group_size: for the encoder and adapter linears (default: group_size)."""
+    encoder_group_size: for the encoder and adapter linears (default: group_size). kv_dtype: of the K/V caches
+    (KV_DTYPES; default: KV_DTYPE_DEFAULT[dtype])."""
+    kv = KV_DTYPES[kv_dtype or KV_DTYPE_DEFAULT[dtype]]
+    if kv != DTYPES[dtype] and not (kv == torch.float16 and dtype == "fp32"):
+        raise ConfigError(f"--kv-dtype {kv_dtype} needs --dtype fp32 (caches are fp16 or the model dtype)")
     enc_gs = group_size if encoder_group_size is None else encoder_group_size
     log(f"loading checkpoint {model_path}")
     model, _ = load_model(model_path, dtype=torch.bfloat16)  # mmapped, as stored
@@ -559,7 +632,7 @@ def prepare_model(model_path: str, dtype: str, qlinear: str, qlinear_encoder: st
     cast(model)  # the rest: norms, conv stem
     gc.collect()
     replace_quantized(model)  # plain tensors: no subclass copies in torch.export (QuantizedLinear)
-    model.setup_caches(max_enc_tokens, max_dec_tokens, zeroed=False)  # export needs only their shapes
+    model.setup_caches(max_enc_tokens, max_dec_tokens, cache_dtype=kv, zeroed=False)  # export needs only shapes
     log("model prepared")
     return model
 
@@ -587,6 +660,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="group size for 4-bit encoder + adapter linears (default: --qlinear-group-size)")
     p.add_argument("--qembedding", choices=QEMBEDDING, default="none", help="token embedding (default none)")
     p.add_argument("--qembedding-group-size", type=int, default=32, help="group size for 4w embedding (default 32)")
+    p.add_argument("--kv-dtype", choices=list(KV_DTYPES), default=None,
+                   help="K/V cache dtype (default: fp16 with --dtype fp32, else the model dtype). fp16 halves the "
+                        "cache memory and the bytes attention reads per step; the matmuls run in fp16, the "
+                        "softmax in fp32 (docs/design.md, \"fp16 K/V caches\")")
     p.add_argument("--max-enc-tokens", type=int, default=16,
                    help="audio tokens (80 ms each) per audio_encoder call; bigger amortizes weight reads (default 16)")
     p.add_argument("--max-dec-tokens", type=int, default=64, help="positions per text_decoder call (prompt prefill; default 64)")
@@ -630,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         delay_tokens = default_delay_tokens(tok, a.delay_ms, a.delay_tokens)  # before minutes of loading
         model = prepare_model(a.model_path, a.dtype, a.qlinear, a.qlinear_encoder, a.qlinear_group_size,
                               a.qembedding, a.qembedding_group_size, a.max_enc_tokens, a.max_dec_tokens,
-                              a.sliding_window, a.qlinear_encoder_group_size)
+                              a.sliding_window, a.qlinear_encoder_group_size, a.kv_dtype)
         if tok.vocab_size != model.args.vocab_size:
             raise ConfigError(f"tokenizer vocab size {tok.vocab_size} != model vocab size {model.args.vocab_size}")
         tok.audio.check_matches(model.args.encoder, "tokenizer")

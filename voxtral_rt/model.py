@@ -171,9 +171,12 @@ def attention(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, mask: torch.T
     n_kv = k_t.shape[0]
     g = n_heads // n_kv
     qg = q.view(-1, n_kv, g, d).permute(1, 0, 2, 3).contiguous().view(n_kv, -1, d)  # [Hkv, S*g, D]
-    scores = torch.bmm(qg, k_t) * (1.0 / math.sqrt(d)) + mask  # [Hkv, S*g, L]
-    probs = cast(torch.softmax(cast(scores, torch.float32), dim=-1), q.dtype)
-    out = torch.bmm(probs, v).view(n_kv, -1, g, d)  # [Hkv, S, g, D]
+    # Both matmuls run in the caches' dtype (fp16 caches: half the bytes of the per-step K/V reads); the scale,
+    # mask and softmax in the activations' (fp32 softmax for bf16 models). With caches in the model dtype every
+    # cast here is a no-op.
+    scores = cast(torch.bmm(cast(qg, k_t.dtype), k_t), q.dtype) * (1.0 / math.sqrt(d)) + mask  # [Hkv, S*g, L]
+    probs = cast(torch.softmax(cast(scores, torch.float32), dim=-1), v.dtype)
+    out = cast(torch.bmm(probs, v), q.dtype).view(n_kv, -1, g, d)  # [Hkv, S, g, D]
     return out.permute(1, 0, 2, 3).contiguous().view(-1, n_heads, d)
 
 

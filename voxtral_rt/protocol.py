@@ -42,7 +42,9 @@ class Engine(Protocol):
 class EagerEngine:
     """Engine over the eager PyTorch model."""
 
-    def __init__(self, model, max_enc_tokens: int = 64, max_dec_tokens: int = 64) -> None:
+    def __init__(self, model, max_enc_tokens: int = 64, max_dec_tokens: int = 64,
+                 cache_dtype: torch.dtype | None = None) -> None:
+        """cache_dtype: of the K/V caches (default: the model's; the export's --kv-dtype fp16 is torch.float16)."""
         from .mel import LogMel
 
         self.model = model
@@ -51,7 +53,7 @@ class EagerEngine:
         self.max_dec_tokens = max_dec_tokens
         self.max_mel_frames = max_enc_tokens * model.args.encoder.mel_frames_per_token
         self.logmel = LogMel(model.args.encoder)
-        model.setup_caches(max_enc_tokens, max_dec_tokens)
+        model.setup_caches(max_enc_tokens, max_dec_tokens, cache_dtype=cache_dtype)
 
     @torch.no_grad()
     def preprocess(self, window: np.ndarray) -> torch.Tensor:

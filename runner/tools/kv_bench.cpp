@@ -3,16 +3,21 @@
 // the caches in place").
 //
 //   voxtral_rt_kv_bench --model_path m.pte [--dec_pos 2000,5000,7500,9000] [--enc_pos 400,600,4000] [--reps 3]
-//                       [--rounds 3] [--threads 1 --cpu_time]
+//                       [--rounds 3] [--threads 1 --cpu_time] [--dec_k 1,4,8] [--enc_tokens 16]
+//                       [--modes alias] [--json]
 //
 // Per position and call, up to three modes on one loaded program (the caches hold whatever earlier calls left;
 // the timing does not depend on their values):
 //   prefix  mask over the L valid slots, wheel's slice_copy (the copying path; only while L < slots)
 //   whole   mask over all slots (-inf on unwritten ones), wheel's slice_copy (a copy of the whole ring)
 //   alias   mask over all slots, the runner's slice kernel (the ring itself)
+//   runner  what the runner does: the prefix (whole 64-slot blocks, copied) until 3/4 of the ring is valid, then
+//           the whole ring aliased
 // The modes take turns in --rounds rounds of one warm-up and --reps timed calls each (other load on the machine
 // then hits every mode alike); prints the minimum and median of the timed calls per mode, and checks that
-// `alias` returns exactly what `whole` does and how far `prefix` is from it.
+// `alias` returns exactly what `whole` does and how far `prefix` is from it. --dec_k times decoder calls of k
+// positions (a token and k-1 guesses, as multi-position decoding runs them), --enc_tokens encoder calls of that
+// many audio tokens; --json prints one object per line (call, pos, k, mode, ms_min, ms_median) instead.
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 #include <gflags/gflags.h>
@@ -38,6 +43,10 @@ DEFINE_string(enc_pos, "400,600,4000", "encoder frame positions (comma-separated
 DEFINE_int32(reps, 3, "timed calls per mode and round (after one warm-up call)");
 DEFINE_int32(rounds, 3, "rounds: the modes take turns");
 DEFINE_int32(delay_tokens, 6, "decoder delay input");
+DEFINE_string(dec_k, "1", "positions per decoder call (comma-separated list); each is timed at every --dec_pos");
+DEFINE_int32(enc_tokens, 1, "audio tokens per encoder call (4 frames each)");
+DEFINE_string(modes, "prefix,whole,alias", "modes to time (comma-separated subset of prefix,whole,alias,runner)");
+DEFINE_bool(json, false, "one JSON object per line and mode instead of the table");
 DEFINE_int32(threads, 0, "ExecuTorch threadpool size (0 = default); 1 is steadier on a loaded machine");
 DEFINE_bool(cpu_time, false, "time with the process CPU clock instead of the wall clock: with --threads 1, the work "
             "itself, whatever else runs on the machine");
@@ -157,53 +166,91 @@ int main(int argc, char** argv) {
               (long long)dec_win);
   SliceAliasState state({enc_slots, dec_slots});
   SliceAliasScope scope(&state);
+  const std::vector<int64_t> dec_k = parse_list(FLAGS_dec_k);
+  const std::string modes = "," + FLAGS_modes + ",";
+  auto want = [&](const char* mode) { return modes.find(std::string(",") + mode + ",") != std::string::npos; };
+  int64_t max_k = 1;
+  for (int64_t k : dec_k) max_k = std::max(max_k, k);
+  if (FLAGS_enc_tokens < 1 || *std::min_element(dec_k.begin(), dec_k.end()) < 1) {
+    std::fprintf(stderr, "--dec_k and --enc_tokens must be >= 1\n");
+    return 1;
+  }
   std::mt19937 rng(0);
   std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<float> x(dim), mel(n_mels * 8);
+  std::vector<float> x(dim * max_k), mel(n_mels * 8 * FLAGS_enc_tokens);
   for (auto& v : x) v = 0.05f * nd(rng);
   for (auto& v : mel) v = 0.5f * nd(rng);
 
-  std::printf("%-8s %7s %7s %6s %12s %12s %12s  %s\n", "call", "pos", "valid", "slots", "prefix ms", "whole ms",
-              "alias ms", FLAGS_cpu_time ? "checks (CPU ms: min/median)" : "checks (ms: min/median)");
-  auto run = [&](bool enc, int64_t pos) {
-    const int64_t n = enc ? 4 : 1, slots = enc ? enc_slots : dec_slots, win = enc ? enc_win : dec_win;
+  if (!FLAGS_json)
+    std::printf("%-8s %7s %3s %7s %6s %12s %12s %12s  %s\n", "call", "pos", "k", "valid", "slots", "prefix ms",
+                "whole ms", "alias ms", FLAGS_cpu_time ? "checks (CPU ms: min/median)" : "checks (ms: min/median)");
+  auto run = [&](bool enc, int64_t pos, int64_t k) {
+    // k: decoder positions, or encoder tokens (4 frames each)
+    const int64_t n = enc ? 4 * k : k, slots = enc ? enc_slots : dec_slots, win = enc ? enc_win : dec_win;
     int64_t p = pos, d = FLAGS_delay_tokens;
     auto pt = from_blob(&p, {1}, ScalarType::Long);
     auto dt = from_blob(&d, {1}, ScalarType::Long);
-    auto xin = enc ? from_blob(mel.data(), {1, static_cast<int32_t>(n_mels), 8}, ScalarType::Float)
-                   : from_blob(x.data(), {1, 1, static_cast<int32_t>(dim)}, ScalarType::Float);
+    auto xin = enc ? from_blob(mel.data(), {1, static_cast<int32_t>(n_mels), static_cast<int32_t>(8 * k)},
+                               ScalarType::Float)
+                   : from_blob(x.data(), {1, static_cast<int32_t>(k), static_cast<int32_t>(dim)}, ScalarType::Float);
     const char* method = enc ? "audio_encoder" : "text_decoder";
-    auto call = [&](bool whole, bool alias, Result* res) {
+    auto call = [&](bool whole, bool alias, Result* res, bool runner_policy = false) {
       int64_t cols = 0;
-      std::vector<float> mask = mask_for(pos, n, win, slots, whole, &cols);
+      std::vector<float> mask;
+      if (runner_policy)
+        cols = voxtral_rt::detail::ring_mask(pos, n, win, slots, &mask, true);
+      else
+        mask = mask_for(pos, n, win, slots, whole, &cols);
       auto mt = from_blob(mask.data(), {static_cast<int32_t>(n), static_cast<int32_t>(cols)}, ScalarType::Float);
       state.set_enabled(alias);
       std::vector<EValue> in = enc ? std::vector<EValue>{*xin, *pt, *mt} : std::vector<EValue>{*xin, *pt, *dt, *mt};
       time_calls(m, method, in, res);
     };
     const int64_t valid = std::min(pos + n, slots);
-    Result prefix, whole, alias;
+    Result prefix, whole, alias, runner;
     const int64_t aliased_before = state.aliased();
+    int64_t alias_calls = 0;
     for (int r = 0; r < FLAGS_rounds; ++r) {
-      if (valid < slots) call(false, false, &prefix);
-      call(true, false, &whole);
-      call(true, true, &alias);
+      if (valid < slots && want("prefix")) call(false, false, &prefix);
+      if (want("whole")) call(true, false, &whole);
+      if (want("alias")) {
+        call(true, true, &alias);
+        alias_calls += FLAGS_reps + 1;
+      }
+      if (want("runner")) call(true, true, &runner, true);
     }
-    const int64_t per_call = (state.aliased() - aliased_before) / (FLAGS_rounds * (FLAGS_reps + 1));
-    std::string checks = whole.out == alias.out ? "alias==whole bitwise" : "alias!=whole";
-    checks += ", " + std::to_string(per_call) + " slices aliased per call";
-    if (valid < slots) {
+    const char* what = enc ? "encoder" : "decoder";
+    if (FLAGS_json) {
+      for (auto [mode, res] : {std::pair<const char*, Result*>{"prefix", &prefix}, {"whole", &whole}, {"alias", &alias},
+                                {"runner", &runner}}) {
+        if (res->ms.empty()) continue;
+        std::vector<double> t = res->ms;
+        std::sort(t.begin(), t.end());
+        std::printf("{\"call\": \"%s\", \"pos\": %lld, \"k\": %lld, \"valid\": %lld, \"slots\": %lld, \"mode\": \"%s\", "
+                    "\"ms_min\": %.2f, \"ms_median\": %.2f, \"n\": %zu}\n", what, (long long)pos, (long long)k,
+                    (long long)valid, (long long)slots, mode, t.front(), t[t.size() / 2], t.size());
+      }
+      std::fflush(stdout);
+      return;
+    }
+    std::string checks;
+    if (!whole.out.empty() && !alias.out.empty()) {
+      checks = whole.out == alias.out ? "alias==whole bitwise" : "alias!=whole";
+      checks += ", " + std::to_string((state.aliased() - aliased_before) / alias_calls) + " slices aliased per call";
+    }
+    if (valid < slots && !prefix.out.empty() && !whole.out.empty()) {
       char buf[128];
       std::snprintf(buf, sizeof(buf), "; prefix vs whole max|d| %.3g%s", max_abs_diff(prefix.out, whole.out),
                     enc || argmax(prefix.out) == argmax(whole.out) ? "" : " ARGMAX DIFFERS");
       checks += buf;
     }
-    std::printf("%-8s %7lld %7lld %6lld %12s %12s %12s  %s\n", enc ? "encoder" : "decoder", (long long)pos,
+    std::printf("%-8s %7lld %3lld %7lld %6lld %12s %12s %12s  %s\n", what, (long long)pos, (long long)k,
                 (long long)valid, (long long)slots, prefix.str().c_str(), whole.str().c_str(), alias.str().c_str(),
                 checks.c_str());
     std::fflush(stdout);
   };
-  for (int64_t pos : parse_list(FLAGS_enc_pos)) run(true, pos);
-  for (int64_t pos : parse_list(FLAGS_dec_pos)) run(false, pos);
+  for (int64_t pos : parse_list(FLAGS_enc_pos)) run(true, pos, FLAGS_enc_tokens);
+  for (int64_t pos : parse_list(FLAGS_dec_pos))
+    for (int64_t k : dec_k) run(false, pos, k);
   return 0;
 }

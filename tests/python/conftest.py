@@ -63,11 +63,11 @@ def tiny(tmp_path_factory):
     from voxtral_rt.tokenizer import Tekken
 
     d = synth(tmp_path_factory.mktemp("exp") / "tiny", "tiny", seed=5)
-    fp32 = d / "fp32.pte"
-    r = run_export(d, fp32)
+    fp32 = d / "fp32.pte"  # all fp32, caches too: the one compared with eager fp32 for exact tokens
+    r = run_export(d, fp32, "--kv-dtype", "fp32")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "done:" in r.stderr and "peak RSS" in r.stderr  # progress + final figures are printed
-    q = d / "q.pte"
+    q = d / "q.pte"  # as users export it: quantized, fp16 caches (the default)
     r = run_export(d, q, "--qlinear", "8da4w", "--qlinear-encoder", "8da4w", "--qembedding", "8w")
     assert r.returncode == 0, r.stderr[-3000:]
     return {"dir": d, "fp32": fp32, "q": q, "tok": Tekken.from_file(d / "tekken.json")}

@@ -249,6 +249,53 @@ def test_each_layer_is_one_xnnpack_graph(tiny):
                 assert banned not in seq, (pte.name, plan.name, banned)
 
 
+def _mutable_buffer_bytes(pte: Path) -> int:
+    """Planned bytes of mem id 2 (the mutable buffers: K/V rings and conv state), largest over the methods."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    prog = deserialize_pte_binary(pte.read_bytes())
+    prog = getattr(prog, "program", prog)
+    return max(list(plan.non_const_buffer_sizes)[2] for plan in prog.execution_plan
+               if len(plan.non_const_buffer_sizes) > 2)
+
+
+def test_fp16_caches_half_the_memory_same_tokens(tiny, tmp_path):
+    """--kv-dtype fp16 (the default with fp32 weights) against the same export with fp32 caches: the rings take
+    half the planned bytes, the layers stay one XNNPACK graph each (the fp32 <-> fp16 casts run inside it), and
+    the logits move only by fp16 rounding: same free-running tokens, same top-1 under teacher forcing."""
+    pte = tmp_path / "kv16.pte"
+    r = run_export(tiny["dir"], pte, "--kv-dtype", "fp16")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _missing_wheel_ops(pte) == []
+    b32, b16 = _mutable_buffer_bytes(tiny["fp32"]), _mutable_buffer_bytes(pte)
+    assert 0.45 < b16 / b32 < 0.55, (b16, b32)  # the conv state stays fp32: a little over half
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    for path in (pte, tiny["fp32"]):
+        prog = deserialize_pte_binary(path.read_bytes())
+        prog = getattr(prog, "program", prog)
+        for plan in prog.execution_plan:
+            if plan.name == "text_decoder":
+                seq = _instructions(plan)
+                assert "aten::_to_copy" not in seq[seq.index("aten::index_put_"):], (path.name, seq)
+    f32, f16 = PteEngine(tiny["fp32"]), PteEngine(pte)
+    for seconds, seed in ((3.0, 4), (5.0, 7)):
+        audio = _speech(16000, seconds, seed)
+        ref = transcribe(f32, tiny["tok"], audio)
+        assert transcribe(f16, tiny["tok"], audio)["token_ids"] == ref["token_ids"]
+        ids = ref["token_ids"][:-1]
+        rels, agree = logit_agreement(teacher_forced_logits(f32, tiny["tok"], audio, ids),
+                                      teacher_forced_logits(f16, tiny["tok"], audio, ids))
+        print(f"{seconds} s: fp16 vs fp32 caches: rel logit err median {rels.median():.1e} max {rels.max():.1e}, "
+              f"top-1 agreement {agree:.3f}")
+        assert agree == 1.0 and 0 < rels.median() < 5e-3 and rels.max() < 2e-2  # > 0: the caches did change
+
+
+def test_fp16_caches_need_fp32_weights(tiny, tmp_path):
+    r = run_export(tiny["dir"], tmp_path / "x.pte", "--dtype", "bf16", "--kv-dtype", "fp16")
+    assert r.returncode == 1 and "--kv-dtype fp16 needs --dtype fp32" in r.stderr, r.stderr[-2000:]
+
+
 def test_op_audit_only_wheel_kernels(tiny):
     """Every operator a method calls outside XNNPACK must be registered in the wheel's C++ kernel libraries."""
     for pte in (tiny["fp32"], tiny["q"]):
