@@ -42,8 +42,11 @@ def wide(tmp_path_factory):
 
     d = synth(tmp_path_factory.mktemp("wide") / "tiny", "tiny", seed=5)
     pte = d / "wide.pte"
-    # 16384-slot decoder rings and 256-position decoder calls: ~110 MiB of planned memory, ~4 MiB of weights
-    r = run_export(d, pte, "--max-dec-tokens", "256", "--sliding-window", "16384")
+    # 16384-slot decoder rings and 256-position decoder calls: ~110 MiB of planned memory, ~4 MiB of weights.
+    # fp32 caches: with fp16 ones XNNPACK (1.5.1) sizes the buffers of its fp32 <-> fp16 score converts at the
+    # upper-bound shapes and touches them (146 MiB for these shapes; ~100 MiB at 4b: docs/design.md), which is
+    # not the planned memory this test is about.
+    r = run_export(d, pte, "--max-dec-tokens", "256", "--sliding-window", "16384", "--kv-dtype", "fp32")
     assert r.returncode == 0, r.stderr[-3000:]
     wav = d / "a.wav"
     sf.write(wav, speech(16000, 5.0, 7), 16000)
