@@ -588,6 +588,8 @@ int main(int argc, char** argv) {
     lopts.min_feed_ms = FLAGS_min_feed_ms;
     if (live) {  // the worker writes; this thread is blocked in read()
       lopts.on_text = [&out](const std::string& t) { out.write(t); };
+    } else {  // the other formats write from on_token/on_segment: keep no text queued for take_text()
+      lopts.on_text = [](const std::string&) {};
     }
     // The worker inherits this thread's signal mask: keep SIGINT off it, so that it interrupts our read().
     sigset_t block, old;

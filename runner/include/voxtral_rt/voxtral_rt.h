@@ -273,9 +273,9 @@ int resolve_delay_tokens(const ModelInfo& info, int delay_ms, std::string* error
 //     concurrently. push() takes an internal mutex only for the copy, never waits for the model, and does not
 //     allocate once the queue has grown to the size of the largest backlog (the worker hands its buffer back).
 //   * stop() is lock-free (atomic stores only): it may be called from a signal handler.
-//   * SessionOptions::on_token and LiveOptions::on_text are called from the worker thread. They must not call
-//     finish() (it would wait for its own thread: it returns false instead) or destroy the LiveSession; push(),
-//     stop() and take_text() are fine.
+//   * SessionOptions::on_token, SessionOptions::on_segment and LiveOptions::on_text are called from the worker
+//     thread. They must not call finish() (it would wait for its own thread: it returns false instead) or destroy
+//     the LiveSession; push(), stop() and take_text() are fine.
 //   * session() belongs to the worker until finish() returns; use it only after that.
 //   * finish() and the destructor may be called from any one thread (not the worker).
 //   * The worker starts with the signal mask of the thread that calls start(): block the signals you want on
