@@ -50,6 +50,10 @@ def make_engine(model_dir: str | None, pte: str | None, dtype: str):
     return EagerEngine(model.eval()), Path(model_dir)
 
 
+class OutputError(Exception):
+    """--output-file cannot be written (exit code 5, as the runner's)."""
+
+
 def _open_output(path: str | None) -> TextIO:
     """stdout, or --output-file (created or truncated) -- opened before the model loads, so a typo fails fast."""
     if not path:
@@ -60,15 +64,12 @@ def _open_output(path: str | None) -> TextIO:
         raise OutputError(f"--output-file {path}: cannot open for writing: {e.strerror or e}") from None
 
 
-class OutputError(Exception):
-    pass
-
-
 def _cmd_transcribe(a: argparse.Namespace) -> int:
     from .audio import load_audio
-    from .output import (VTT_HEADER, delta_event, json_line, segment_event, segments_json, srt_cue, vtt_cue)
+    from .output import VTT_HEADER, delta_event, json_line, segment_event, srt_cue, vtt_cue
     from .protocol import transcribe
     from .tokenizer import Tekken
+    from .transcript import Segment
 
     if a.pte:
         if len(a.paths) != 1:
@@ -112,7 +113,7 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
         # srt/vtt cues and jsonl events as segments finish and tokens come (runner/main.cpp's Emitter).
         n_segments = 0
 
-        def on_segment(seg) -> None:
+        def on_segment(seg: Segment) -> None:
             nonlocal n_segments
             if fmt == "srt":
                 write(srt_cue(n_segments + 1, seg))
