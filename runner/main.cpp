@@ -7,9 +7,11 @@
 //                      voxtral_realtime_runner --model_path m.pte --tokenizer_path tekken.json --stdin
 //                    (raw mono s16le or f32le; --sample_rate N resamples with soxr when N != 16000)
 //                    A reader thread queues stdin while the model works; each feed() takes all of it.
-// Transcript on stdout (--json: one JSON object instead); logs and --stats on stderr.
-// Exit codes: 0 ok, 1 bad flags, 2 model/tokenizer load failed, 3 audio input error, 4 inference error,
-// 130 interrupted (Ctrl+C; the partial transcript is still printed).
+// Output (--format, to stdout or --output_file): text, json (one object at the end; --json is the same), srt and
+// vtt (a cue per finished segment), jsonl (live events: deltas, segments, done). Logs and --stats on stderr.
+// --help lists the flags by group, with examples and the exit codes: 0 ok, 1 bad flags, 2 model/tokenizer load
+// failed, 3 audio input error, 4 inference error, 5 output error, 130 interrupted (Ctrl+C; the output so far is
+// still written).
 #include <gflags/gflags.h>
 #include <poll.h>
 #include <pthread.h>
@@ -26,16 +28,20 @@
 #include <string>
 #include <vector>
 
+#include "output.h"
 #include "voxtral_rt/audio.h"
 #include "voxtral_rt/voxtral_rt.h"
 
 DEFINE_string(model_path, "", "Voxtral-Realtime .pte from export/export_voxtral_rt.py (required)");
 DEFINE_string(tokenizer_path, "", "tekken.json of the same model (required)");
 DEFINE_string(audio_path, "", "audio file to transcribe (any format libsndfile reads)");
-DEFINE_bool(stdin, false, "read raw mono PCM from stdin (live streaming)");
+DEFINE_bool(stdin, false,
+            "read raw mono PCM from stdin as it comes (live: a microphone through arecord or ffmpeg, see Examples)");
 DEFINE_string(stdin_format, "s16le", "raw stdin sample format: s16le or f32le");
 DEFINE_int32(sample_rate, 16000, "sample rate of the stdin PCM (resampled to the model's rate)");
-DEFINE_bool(streaming, false, "with --audio_path: feed the file in --chunk_ms pieces and print text as it comes");
+DEFINE_bool(streaming, false,
+            "with --audio_path: feed the file in --chunk_ms pieces as a live stream would (text, cues and events come "
+            "as they are decoded)");
 DEFINE_int32(chunk_ms, 80,
              "with --streaming: audio per feed() call (ms). --stdin ignores it: it feeds all audio that has arrived");
 DEFINE_int32(min_feed_ms, 0,
@@ -52,14 +58,46 @@ DEFINE_int32(draft_tokens, -1,
 DEFINE_bool(stop_at_eos, true,
             "end the transcript at the first EOS (default for --audio_path); with --stdin the default is false: EOS "
             "is fed back like any token and decoding goes on while audio comes");
-DEFINE_bool(json, false, "print one JSON object {text, token_ids, token_times_ms, ...} instead of plain text");
+DEFINE_string(format, "text",
+              "text: the transcript (printed as it comes with --streaming/--stdin); json: one object at the end "
+              "{text, token_ids, token_times_ms, segments, ...}; srt, vtt: subtitles, a cue per segment, written as "
+              "each segment ends; jsonl: one JSON event per line as things happen (transcript.text.delta, "
+              "transcript.text.segment, transcript.text.done)");
+DEFINE_bool(json, false, "the same as --format json");
+DEFINE_string(output_file, "", "write the output to this file (created or truncated) instead of stdout");
+DEFINE_int32(segment_pause_ms, 640,
+             "a run of [STREAMING_PAD] this long (ms) ends a segment (srt/vtt cues, json/jsonl segments); segments "
+             "also end after . ? ! and at EOS; 0 = never at pauses");
 DEFINE_bool(stats, false, "print timing and memory statistics to stderr");
 DEFINE_bool(verbose, false, "debug logging to stderr");
 DEFINE_string(packed_cache_path, "", "file for XNNPACK's packed weights: written on the first run, mapped (no packing) on later ones");
 
 namespace {
 
-enum ExitCode { kOk = 0, kBadFlags = 1, kLoadFailed = 2, kAudioError = 3, kInferenceError = 4, kInterrupted = 130 };
+enum ExitCode {
+  kOk = 0,
+  kBadFlags = 1,
+  kLoadFailed = 2,
+  kAudioError = 3,
+  kInferenceError = 4,
+  kOutputError = 5,
+  kInterrupted = 130
+};
+
+enum class Format { Text, Json, Srt, Vtt, Jsonl };
+Format g_format = Format::Text;
+
+bool parse_format(const std::string& name, Format* f) {
+  static const std::pair<const char*, Format> kNames[] = {
+      {"text", Format::Text}, {"json", Format::Json}, {"srt", Format::Srt}, {"vtt", Format::Vtt}, {"jsonl", Format::Jsonl}};
+  for (const auto& [n, v] : kNames) {
+    if (name == n) {
+      *f = v;
+      return true;
+    }
+  }
+  return false;
+}
 
 volatile sig_atomic_t g_interrupted = 0;
 voxtral_rt::Session* g_session = nullptr;
@@ -101,8 +139,159 @@ int validate_flags() {
   if (FLAGS_max_enc_tokens < 0) return usage_error("--max_enc_tokens must be >= 0");
   if (FLAGS_threads < 0) return usage_error("--threads must be >= 0");
   if (FLAGS_draft_tokens < -1) return usage_error("--draft_tokens must be >= -1 (-1 = adaptive)");
+  if (!parse_format(FLAGS_format, &g_format))
+    return usage_error("--format must be one of text, json, srt, vtt, jsonl; got '" + FLAGS_format + "'");
+  if (FLAGS_json && !is_default("format") && g_format != Format::Json)
+    return usage_error("--json means --format json; it conflicts with --format " + FLAGS_format);
+  if (FLAGS_json) g_format = Format::Json;
+  if (FLAGS_segment_pause_ms < 0) return usage_error("--segment_pause_ms must be >= 0 (0 = never end a segment at a pause)");
   return kOk;
 }
+
+// --help: our flags by group with their defaults, examples, exit codes (gflags' own --help lists every flag of
+// every linked module, its internals included; --helpfull still does).
+struct FlagGroup {
+  const char* title;
+  std::vector<const char*> flags;
+};
+const FlagGroup kFlagGroups[] = {
+    {"Model", {"model_path", "tokenizer_path", "packed_cache_path", "threads"}},
+    {"Audio input (one of --audio_path, --stdin)",
+     {"audio_path", "streaming", "chunk_ms", "stdin", "stdin_format", "sample_rate", "min_feed_ms"}},
+    {"Output", {"format", "output_file", "json", "segment_pause_ms", "stats", "verbose"}},
+    {"Decoding", {"delay_ms", "stop_at_eos", "draft_tokens", "max_enc_tokens"}},
+};
+
+// `text` wrapped at `width` columns, each line indented by `indent` spaces.
+std::string wrap(const std::string& text, size_t indent, size_t width) {
+  std::string out, line;
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t j = text.find(' ', i);
+    if (j == std::string::npos) j = text.size();
+    const std::string word = text.substr(i, j - i);
+    if (!line.empty() && indent + line.size() + 1 + word.size() > width) {
+      out += std::string(indent, ' ') + line + "\n";
+      line.clear();
+    }
+    line += (line.empty() ? "" : " ") + word;
+    i = j + 1;
+  }
+  if (!line.empty()) out += std::string(indent, ' ') + line + "\n";
+  return out;
+}
+
+void print_help() {
+  std::string h =
+      "voxtral_realtime_runner: speech to text with a Voxtral-Realtime .pte (ExecuTorch, CPU), from a file or live\n"
+      "\n"
+      "Usage:\n"
+      "  voxtral_realtime_runner --model_path M.pte --tokenizer_path tekken.json --audio_path a.wav [flags]\n"
+      "  RAW_PCM | voxtral_realtime_runner --model_path M.pte --tokenizer_path tekken.json --stdin [flags]\n"
+      "    (--stdin reads raw mono samples: s16le by default, or --stdin_format f32le; at --sample_rate Hz)\n";
+  for (const FlagGroup& g : kFlagGroups) {
+    h += std::string("\n") + g.title + ":\n";
+    for (const char* name : g.flags) {
+      const gflags::CommandLineFlagInfo info = gflags::GetCommandLineFlagInfoOrDie(name);
+      std::string head = "  --" + info.name;
+      if (info.type == "bool") {
+        head += " (default " + info.default_value + ")";
+      } else {
+        head += "=<" + std::string(info.type == "string" ? "str" : "int") + ">";
+        if (!info.default_value.empty()) head += " (default " + info.default_value + ")";
+      }
+      h += head + "\n" + wrap(info.description, 6, 110);
+    }
+  }
+  h +=
+      "\nExamples:\n"
+      "  M=\"--model_path demo_8da4w.pte --tokenizer_path models/demo/tekken.json\"\n"
+      "  voxtral_realtime_runner $M --audio_path a.wav                                  # the transcript\n"
+      "  voxtral_realtime_runner $M --audio_path talk.wav --format srt --output_file talk.srt\n"
+      "  voxtral_realtime_runner $M --audio_path a.wav --format json --stats            # + timings, memory\n"
+      "  arecord -q -f S16_LE -r 16000 -c 1 -t raw | voxtral_realtime_runner $M --stdin   # live microphone (ALSA)\n"
+      "  arecord -q -f S16_LE -r 16000 -c 1 -t raw | voxtral_realtime_runner $M --stdin --format jsonl\n"
+      "  ffmpeg -loglevel quiet -i in.mp3 -f s16le -ac 1 -ar 16000 - | voxtral_realtime_runner $M --stdin\n"
+      "\nExit codes:\n"
+      "  0 ok; 1 bad flags; 2 model or tokenizer failed to load; 3 audio input error; 4 inference error;\n"
+      "  5 output error (cannot write --output_file or stdout); 130 interrupted by Ctrl+C (the output so far is\n"
+      "  still written)\n"
+      "\ngflags' own flags (--flagfile, --fromenv, ...) and every flag of the linked libraries: --helpfull\n";
+  std::fputs(h.c_str(), stdout);
+}
+
+// Where the output goes: stdout or --output_file. Every piece is flushed at once (live formats must not sit in
+// a buffer); the first write error is kept for the exit code. Written by one thread at a time: the live worker
+// while it runs, the main thread after LiveSession::finish() has joined it.
+class Output {
+ public:
+  Output() = default;
+  ~Output() {
+    if (owned_) std::fclose(f_);
+  }
+  Output(const Output&) = delete;
+  Output& operator=(const Output&) = delete;
+
+  bool open(const std::string& path, std::string* error) {
+    if (path.empty()) return true;
+    FILE* f = std::fopen(path.c_str(), "w");
+    if (!f) {
+      *error = "--output_file " + path + ": cannot open for writing: " + std::strerror(errno);
+      return false;
+    }
+    f_ = f;
+    owned_ = true;
+    name_ = path;
+    return true;
+  }
+  void write(const std::string& s) {
+    if (s.empty() || errno_ != 0) return;
+    if (std::fwrite(s.data(), 1, s.size(), f_) != s.size() || std::fflush(f_) != 0) errno_ = errno ? errno : EIO;
+  }
+  // Flushes and closes; false (and *error) if any write failed.
+  bool close(std::string* error) {
+    if (std::fflush(f_) != 0 && errno_ == 0) errno_ = errno ? errno : EIO;
+    if (owned_ && std::fclose(f_) != 0 && errno_ == 0) errno_ = errno ? errno : EIO;
+    if (owned_) f_ = stdout, owned_ = false;
+    if (errno_ == 0) return true;
+    *error = "writing " + name_ + ": " + std::strerror(errno_);
+    return false;
+  }
+
+ private:
+  FILE* f_ = stdout;
+  bool owned_ = false;
+  std::string name_ = "stdout";
+  int errno_ = 0;
+};
+
+// The streaming formats' writer: srt/vtt cues and jsonl events as segments finish and tokens come (called from
+// Session::feed()/flush(), i.e. the live worker with --stdin). At the end, finish() writes a segment still open
+// (an interrupted stream: a flush finishes every segment).
+struct Emitter {
+  Output* out = nullptr;
+  int64_t n_segments = 0;
+  double last_end_ms = -1;  // end of the last segment written: later ones are still open
+  std::string text;         // jsonl: the whole transcript from the deltas (the session may keep only recent tokens)
+
+  void on_token(const voxtral_rt::TokenEvent& ev) {
+    if (g_format != Format::Jsonl || ev.text.empty()) return;
+    text += ev.text;
+    out->write(voxtral_rt::detail::json_line(voxtral_rt::detail::delta_event(ev.text, ev.time_ms)));
+  }
+  void on_segment(const voxtral_rt::Segment& s) {
+    namespace d = voxtral_rt::detail;
+    last_end_ms = s.end_ms;
+    if (g_format == Format::Srt) out->write(d::srt_cue(n_segments + 1, s));  // SRT numbers cues from 1
+    if (g_format == Format::Vtt) out->write(d::vtt_cue(s));
+    if (g_format == Format::Jsonl) out->write(d::json_line(d::segment_event(n_segments, s)));
+    ++n_segments;
+  }
+  void finish(const voxtral_rt::Session& session) {
+    for (const voxtral_rt::Segment& s : session.segments())
+      if (s.end_ms > last_end_ms) on_segment(s);
+  }
+};
 
 double percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
@@ -192,13 +381,10 @@ nlohmann::json stats_json(const voxtral_rt::Runner& runner, const voxtral_rt::Se
   return j;
 }
 
-// Prints newly released text (plain-text streaming modes only).
-void print_delta(voxtral_rt::Session* session, bool live) {
+// Writes newly released text (plain-text streaming modes only).
+void print_delta(voxtral_rt::Session* session, bool live, Output* out) {
   const std::string delta = session->take_text();
-  if (live && !delta.empty()) {
-    std::fwrite(delta.data(), 1, delta.size(), stdout);
-    std::fflush(stdout);
-  }
+  if (live) out->write(delta);
 }
 
 // Reads stdin on this thread until EOF and pushes the audio to `live`, whose worker feeds the model: what
@@ -278,7 +464,7 @@ int feed_stdin(voxtral_rt::LiveSession* live, int model_rate) {
 
 // Feeds an audio file: offline, in blocks of >= 10 s (the protocol gives the same tokens for any
 // feed sizes); with --streaming, in --chunk_ms pieces. Returns an exit code.
-int feed_file(voxtral_rt::AudioFileReader* reader, voxtral_rt::Session* session, int model_rate, bool live) {
+int feed_file(voxtral_rt::AudioFileReader* reader, voxtral_rt::Session* session, int model_rate, bool live, Output* out) {
   size_t chunk = FLAGS_streaming ? std::max<size_t>(1, static_cast<size_t>(model_rate) * FLAGS_chunk_ms / 1000) : 0;
   // --min_feed_ms: hand over whole --chunk_ms pieces, as many as make up at least that much audio (what a live
   // caller that waits for min_feed_ms of audio would feed).
@@ -302,7 +488,7 @@ int feed_file(voxtral_rt::AudioFileReader* reader, voxtral_rt::Session* session,
         std::fprintf(stderr, "error: %s\n", session->error().c_str());
         return kInferenceError;
       }
-      print_delta(session, live);
+      print_delta(session, live, out);
       if (g_interrupted) return kInterrupted;
       i += k;
     }
@@ -314,16 +500,28 @@ int feed_file(voxtral_rt::AudioFileReader* reader, voxtral_rt::Session* session,
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "transcribe speech with a Voxtral-Realtime .pte\n"
-      "  voxtral_realtime_runner --model_path m.pte --tokenizer_path tekken.json --audio_path a.wav\n"
-      "  ... | voxtral_realtime_runner --model_path m.pte --tokenizer_path tekken.json --stdin [--sample_rate N]\n"
-      "With --stdin, a reader thread queues the input while the model works and the model is fed everything that\n"
-      "has arrived at once, so a stream that falls behind catches up with fewer, bigger model calls;\n"
-      "--min_feed_ms N always waits for N ms of audio (less CPU, more latency).");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  // --help / -h: our own grouped help (see print_help); gflags' other help flags (--helpfull, ...) as usual.
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "-h") == 0) {
+      print_help();
+      return kOk;
+    }
+  }
+  gflags::SetUsageMessage("speech to text with a Voxtral-Realtime .pte; --help lists the flags");
+  gflags::ParseCommandLineNonHelpFlags(&argc, &argv, true);
+  if (gflags::GetCommandLineFlagInfoOrDie("help").current_value == "true") {
+    print_help();
+    return kOk;
+  }
+  gflags::HandleCommandLineHelpFlags();  // --helpfull, --helpshort, --version, ...: print and exit
   if (argc > 1) return usage_error(std::string("unexpected argument '") + argv[1] + "'");
   if (const int rc = validate_flags(); rc != kOk) return rc;
+  Output out;
+  std::string err;
+  if (!out.open(FLAGS_output_file, &err)) {  // before the model loads: a typo costs no load time
+    std::fprintf(stderr, "error: %s\n", err.c_str());
+    return kOutputError;
+  }
   if (!FLAGS_verbose) {
     voxtral_rt::set_log_callback([](voxtral_rt::LogLevel level, const std::string& msg) {
       if (level >= voxtral_rt::LogLevel::Warning) std::fprintf(stderr, "voxtral_rt: %s\n", msg.c_str());
@@ -335,7 +533,6 @@ int main(int argc, char** argv) {
   }
   voxtral_rt::route_executorch_logs();  // ExecuTorch's start-up chatter only with --verbose
 
-  std::string err;
   voxtral_rt::RunnerOptions ropts;
   ropts.model_path = FLAGS_model_path;
   ropts.tokenizer_path = FLAGS_tokenizer_path;
@@ -358,34 +555,41 @@ int main(int argc, char** argv) {
     }
   }
 
+  const bool json = g_format == Format::Json;
   voxtral_rt::SessionOptions sopts;
   sopts.delay_ms = FLAGS_delay_ms;
   sopts.max_enc_tokens = FLAGS_max_enc_tokens;
   sopts.draft_tokens = FLAGS_draft_tokens;
   sopts.stop_at_eos = is_default("stop_at_eos") ? !FLAGS_stdin : FLAGS_stop_at_eos;
+  sopts.segment_pause_ms = FLAGS_segment_pause_ms;
+  // srt/vtt/jsonl are written as segments finish and tokens come (from the live worker with --stdin).
+  Emitter emitter;
+  emitter.out = &out;
   // --json --stats: the steady-clock time (CLOCK_MONOTONIC on Linux, as Python's time.monotonic) at which each
   // token was emitted; bench/bench_live.py measures the live lag from these.
   std::vector<double> emit_steady_ms;
-  if (FLAGS_json && FLAGS_stats) {
-    sopts.on_token = [&emit_steady_ms](const voxtral_rt::TokenEvent&) {
+  const bool record_emit = json && FLAGS_stats;
+  sopts.on_token = [&emitter, &emit_steady_ms, record_emit](const voxtral_rt::TokenEvent& ev) {
+    if (record_emit) {
       emit_steady_ms.push_back(
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count());
-    };
-  }
-  // A live stdin stream may run for days and prints as it goes: keep flat memory (--json needs every id).
-  if (FLAGS_stdin && !FLAGS_json) sopts.max_history = 10000;
-  const bool live = !FLAGS_json && (FLAGS_streaming || FLAGS_stdin);
+    }
+    emitter.on_token(ev);
+  };
+  sopts.on_segment = [&emitter](const voxtral_rt::Segment& s) { emitter.on_segment(s); };
+  // A live stdin stream may run for days and writes as it goes: keep flat memory (json needs every id).
+  if (FLAGS_stdin && !json) sopts.max_history = 10000;
+  const bool live = g_format == Format::Text && (FLAGS_streaming || FLAGS_stdin);
   std::unique_ptr<voxtral_rt::Session> file_session;
   std::unique_ptr<voxtral_rt::LiveSession> live_session;
   voxtral_rt::Session* session = nullptr;
   if (FLAGS_stdin) {
     voxtral_rt::LiveOptions lopts;
     lopts.min_feed_ms = FLAGS_min_feed_ms;
-    if (live) {
-      lopts.on_text = [](const std::string& t) {  // the worker prints; this thread is blocked in read()
-        std::fwrite(t.data(), 1, t.size(), stdout);
-        std::fflush(stdout);
-      };
+    if (live) {  // the worker writes; this thread is blocked in read()
+      lopts.on_text = [&out](const std::string& t) { out.write(t); };
+    } else {  // the other formats write from on_token/on_segment: keep no text queued for take_text()
+      lopts.on_text = [](const std::string&) {};
     }
     // The worker inherits this thread's signal mask: keep SIGINT off it, so that it interrupts our read().
     sigset_t block, old;
@@ -412,6 +616,7 @@ int main(int argc, char** argv) {
   sa.sa_handler = on_sigint;  // no SA_RESTART: a blocking read() on stdin returns EINTR
   sigaction(SIGINT, &sa, nullptr);
 
+  if (g_format == Format::Vtt) out.write(voxtral_rt::detail::kVttHeader);
   const auto t0 = std::chrono::steady_clock::now();
   int rc = kOk;
   if (FLAGS_stdin) {
@@ -425,7 +630,7 @@ int main(int argc, char** argv) {
     }
     g_max_backlog_ms = 1000.0 * static_cast<double>(live_session->stats().max_backlog_samples) / model_rate;
   } else {
-    rc = feed_file(reader.get(), session, model_rate, live);
+    rc = feed_file(reader.get(), session, model_rate, live, &out);
     if (rc == kOk) {
       if (session->flush() < 0) {
         std::fprintf(stderr, "error: %s\n", session->error().c_str());
@@ -435,18 +640,21 @@ int main(int argc, char** argv) {
       }
     }
   }
-  print_delta(session, live);
+  print_delta(session, live, &out);
   const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (rc != kOk && rc != kInterrupted) return rc;
 
-  if (FLAGS_json) {
-    const auto& info = runner->info();
+  const auto& info = runner->info();
+  const double audio_ms = 1000.0 * static_cast<double>(session->stats().n_samples) / model_rate;
+  const int64_t delay_ms = session->delay_tokens() * info.ms_per_token;
+  if (json) {
     nlohmann::json j;
     j["text"] = session->text();
     j["token_ids"] = session->token_ids();
     j["token_times_ms"] = session->token_times_ms();
-    j["delay_ms"] = session->delay_tokens() * info.ms_per_token;
-    j["audio_ms"] = 1000.0 * static_cast<double>(session->stats().n_samples) / model_rate;
+    j["segments"] = voxtral_rt::detail::segments_json(session->segments());
+    j["delay_ms"] = delay_ms;
+    j["audio_ms"] = audio_ms;
     j["finished"] = session->finished();
     if (FLAGS_stats) {
       j["stats"] = stats_json(*runner, session->stats(), wall_ms, model_rate);
@@ -457,13 +665,22 @@ int main(int argc, char** argv) {
       j["stats"]["token_emit_ms"] = emit_ms;
       j["stats"]["t0_steady_ms"] = t0_ms;
     }
-    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  } else if (!live) {
-    std::printf("%s\n", session->text().c_str());
+    out.write(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+  } else if (g_format == Format::Text) {
+    out.write(live ? "\n" : session->text() + "\n");
   } else {
-    std::printf("\n");
+    emitter.finish(*session);  // a segment left open by an interrupted stream
+    if (g_format == Format::Jsonl) {
+      nlohmann::ordered_json done{{"type", "transcript.text.done"}, {"text", emitter.text}, {"delay_ms", delay_ms},
+                                  {"audio_ms", audio_ms}, {"finished", session->finished()}};
+      done["stats"] = stats_json(*runner, session->stats(), wall_ms, model_rate);
+      out.write(voxtral_rt::detail::json_line(done));
+    }
   }
-  std::fflush(stdout);
+  if (!out.close(&err)) {
+    std::fprintf(stderr, "error: %s\n", err.c_str());
+    return kOutputError;
+  }
   if (FLAGS_stats) print_stats(*runner, session->stats(), wall_ms, model_rate);
   return rc;
 }

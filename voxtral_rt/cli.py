@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 
 class UsageError(Exception):
@@ -49,10 +50,26 @@ def make_engine(model_dir: str | None, pte: str | None, dtype: str):
     return EagerEngine(model.eval()), Path(model_dir)
 
 
+class OutputError(Exception):
+    """--output-file cannot be written (exit code 5, as the runner's)."""
+
+
+def _open_output(path: str | None) -> TextIO:
+    """stdout, or --output-file (created or truncated) -- opened before the model loads, so a typo fails fast."""
+    if not path:
+        return sys.stdout
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as e:
+        raise OutputError(f"--output-file {path}: cannot open for writing: {e.strerror or e}") from None
+
+
 def _cmd_transcribe(a: argparse.Namespace) -> int:
     from .audio import load_audio
+    from .output import VTT_HEADER, delta_event, json_line, segment_event, srt_cue, vtt_cue
     from .protocol import transcribe
     from .tokenizer import Tekken
+    from .transcript import Segment
 
     if a.pte:
         if len(a.paths) != 1:
@@ -66,26 +83,74 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
             raise UsageError(f"{model_dir}: not a model directory")
     if a.chunk_ms < 0:
         raise UsageError("--chunk-ms must be >= 0")
-    audio = load_audio(audio_path)
-    engine, tok_dir = make_engine(model_dir, a.pte, a.dtype)
-    tok = Tekken.from_file(_find_tokenizer(a.tokenizer, tok_dir))
-    if hasattr(engine, "check_tokenizer"):
-        engine.check_tokenizer(tok)
-    elif tok.vocab_size != engine.model.args.vocab_size:
-        raise UsageError(f"tokenizer vocab size {tok.vocab_size} does not match the model's {engine.model.args.vocab_size}")
-    chunk = int(round(a.chunk_ms * tok.audio.sampling_rate / 1000))
-    if a.chunk_ms > 0 and chunk == 0:
-        raise UsageError("--chunk-ms is shorter than one sample")
+    if a.json and a.format not in (None, "json"):
+        raise UsageError(f"--json means --format json; it conflicts with --format {a.format}")
+    fmt = "json" if a.json else (a.format or "text")
+    if a.segment_pause_ms < 0:
+        raise UsageError("--segment-pause-ms must be >= 0 (0 = never end a segment at a pause)")
     if a.draft_tokens < -1:
         raise UsageError("--draft-tokens must be >= -1 (-1 = adaptive, 0 = one position per decoder call)")
-    t0 = time.time()
-    res = transcribe(engine, tok, audio, delay_ms=a.delay_ms, chunk_samples=chunk, draft_tokens=a.draft_tokens)
-    res["audio_s"] = len(audio) / tok.audio.sampling_rate
-    res["wall_s"] = time.time() - t0
-    if a.json:
-        print(json.dumps(res, ensure_ascii=False))
-    else:
-        print(res["text"])
+    out = _open_output(a.output_file)
+
+    def write(text: str) -> None:  # every piece at once: jsonl/srt/vtt are read while they are written
+        out.write(text)
+        out.flush()
+
+    try:
+        audio = load_audio(audio_path)
+        engine, tok_dir = make_engine(model_dir, a.pte, a.dtype)
+        tok = Tekken.from_file(_find_tokenizer(a.tokenizer, tok_dir))
+        if hasattr(engine, "check_tokenizer"):
+            engine.check_tokenizer(tok)
+        elif tok.vocab_size != engine.model.args.vocab_size:
+            raise UsageError(f"tokenizer vocab size {tok.vocab_size} does not match the model's "
+                             f"{engine.model.args.vocab_size}")
+        sr = tok.audio.sampling_rate
+        chunk = int(round(a.chunk_ms * sr / 1000))
+        if a.chunk_ms > 0 and chunk == 0:
+            raise UsageError("--chunk-ms is shorter than one sample")
+
+        # srt/vtt cues and jsonl events as segments finish and tokens come (runner/main.cpp's Emitter).
+        n_segments = 0
+
+        def on_segment(seg: Segment) -> None:
+            nonlocal n_segments
+            if fmt == "srt":
+                write(srt_cue(n_segments + 1, seg))
+            elif fmt == "vtt":
+                write(vtt_cue(seg))
+            elif fmt == "jsonl":
+                write(json_line(segment_event(n_segments, seg)))
+            n_segments += 1
+
+        def on_delta(text: str, time_ms: float) -> None:
+            if fmt == "jsonl":
+                write(json_line(delta_event(text, time_ms)))
+
+        if fmt == "vtt":
+            write(VTT_HEADER)
+        t0 = time.time()
+        res = transcribe(engine, tok, audio, delay_ms=a.delay_ms, chunk_samples=chunk, draft_tokens=a.draft_tokens,
+                         segment_pause_ms=a.segment_pause_ms, on_delta=on_delta, on_segment=on_segment)
+        wall_ms = (time.time() - t0) * 1000
+        audio_ms = 1000.0 * len(audio) / sr
+        delay_ms = int(res["delay_ms"])  # a whole number of ms, an integer in the runner's JSON
+        if fmt == "json":  # the runner's --json: its keys, sorted and compact as nlohmann writes them
+            write(json.dumps({"text": res["text"], "token_ids": res["token_ids"], "token_times_ms": res["token_times_ms"],
+                              "segments": res["segments"], "delay_ms": delay_ms, "audio_ms": audio_ms,
+                              "finished": res["finished"]}, ensure_ascii=False, sort_keys=True,
+                             separators=(",", ":")) + "\n")
+        elif fmt == "text":
+            write(res["text"] + "\n")
+        elif fmt == "jsonl":
+            # stats: the runner's keys that the Python engines measure too
+            stats = {"audio_ms": audio_ms, "wall_ms": wall_ms, "rtf": wall_ms / audio_ms if audio_ms else 0.0,
+                     "n_generated": len(res["token_ids"])}
+            write(json_line({"type": "transcript.text.done", "text": res["text"], "delay_ms": delay_ms,
+                             "audio_ms": audio_ms, "finished": res["finished"], "stats": stats}))
+    finally:
+        if out is not sys.stdout:
+            out.close()
     return 0
 
 
@@ -109,7 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "exported with; for a model dir, tekken.json's)")
     t.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager model dtype")
     t.add_argument("--chunk-ms", type=float, default=0, help="feed audio in chunks of N ms, as a live stream (0 = all at once)")
-    t.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, token_times_ms, ...")
+    t.add_argument("--format", choices=["text", "json", "srt", "vtt", "jsonl"], default=None,
+                   help="text (default); json: one object {text, token_ids, token_times_ms, segments, ...}; srt, vtt: "
+                        "subtitles, a cue per segment; jsonl: one JSON event per line as tokens come "
+                        "(transcript.text.delta / .segment / .done). The same keys and bytes as the C++ runner's")
+    t.add_argument("--json", action="store_true", help="the same as --format json")
+    t.add_argument("--output-file", help="write the output to this file (created or truncated) instead of stdout")
+    t.add_argument("--segment-pause-ms", type=float, default=640,
+                   help="a run of [STREAMING_PAD] this long (ms) ends a segment; segments also end after . ? ! and at "
+                        "EOS; 0 = never at pauses (default 640)")
     from .protocol import DRAFT_TOKENS_HELP
 
     t.add_argument("--draft-tokens", type=int, default=-1, help=DRAFT_TOKENS_HELP)
@@ -131,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OutputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 5  # the runner's exit code for output errors
     except (ValueError, OSError, RuntimeError) as e:  # ConfigError, CheckpointError, AudioError are ValueErrors
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)

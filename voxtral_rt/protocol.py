@@ -11,7 +11,7 @@ its state fields are named like the C++ runner's so the two can be compared step
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import time
 
@@ -20,6 +20,7 @@ import torch
 
 from .config import AudioArgs, ConfigError
 from .tokenizer import Tekken
+from .transcript import DEFAULT_PAUSE_MS, Segment, TokenFeeder, TranscriptBuilder
 
 
 class Engine(Protocol):
@@ -330,6 +331,12 @@ class StreamingSession:
         return tok
 
     @property
+    def finished(self) -> bool:
+        """Decoding has ended: at a stopping EOS, or flushed and decoded to the generate length (C++:
+        Session::finished)."""
+        return self.stopped or (self.flushed and self.dec_pos >= self.n_total_tokens - 1)
+
+    @property
     def stopped(self) -> bool:
         """Decoding has ended at an EOS (only with stop_at_eos)."""
         return self.eos and self.stop_at_eos
@@ -378,21 +385,44 @@ class StreamingSession:
 
 
 def transcribe(engine: Engine, tok: Tekken, audio: np.ndarray, delay_ms: float | None = None, chunk_samples: int = 0,
-               draft_tokens: int = -1, stop_at_eos: bool = True) -> dict:
-    """Transcribe a whole clip (chunk_samples > 0 feeds it in chunks, as a live stream would)."""
+               draft_tokens: int = -1, stop_at_eos: bool = True, segment_pause_ms: float = DEFAULT_PAUSE_MS,
+               on_delta: Callable[[str, float], None] | None = None,
+               on_segment: Callable[[Segment], None] | None = None) -> dict:
+    """Transcribe a whole clip (chunk_samples > 0 feeds it in chunks, as a live stream would).
+
+    Words and segments are built as the tokens come (voxtral_rt/transcript.py), as in the C++ Session:
+    `on_delta(text, time_ms)` gets each token's released text (when non-empty), `on_segment` each finished segment
+    (before the delta of the token that finished it); `segments` in the result holds them as dicts."""
     if len(audio) == 0:
         raise ConfigError("audio is empty (0 samples)")
     params = StreamParams.from_tokenizer(tok, delay_ms, engine)
     s = StreamingSession(engine, params, draft_tokens=draft_tokens, stop_at_eos=stop_at_eos)
+    builder = TranscriptBuilder(segment_pause_ms, params.ms_per_token, on_segment=on_segment)
+    feeder = TokenFeeder(tok, builder)
+
+    def emit(new: list[int]) -> None:
+        first = len(s.token_ids) - len(new)
+        for k in range(len(new)):
+            # The stream's last token also releases a dangling partial character (C++ Stream::emit).
+            t_ms = s.token_time_ms(first + k)
+            text = feeder.push(new[k], t_ms, last=s.finished and k == len(new) - 1)
+            if text and on_delta is not None:
+                on_delta(text, t_ms)
+
     step = chunk_samples if chunk_samples > 0 else len(audio)
     for i in range(0, len(audio), step):
-        s.feed(audio[i : i + step])
-    s.flush()
+        emit(s.feed(audio[i : i + step]))
+    emit(s.flush())
+    if s.finished:
+        builder.finish()
     return {
         "text": tok.decode(s.token_ids),
         "token_ids": s.token_ids,
         "token_times_ms": [s.token_time_ms(i) for i in range(len(s.token_ids))],
+        "segments": [seg.to_dict() for seg in builder.segments()],
         "delay_ms": params.n_delay * params.ms_per_token,
         "n_audio_tokens": s.n_total_tokens,
+        "n_samples": s.samples_consumed,
         "eos": s.eos,
+        "finished": s.finished,
     }

@@ -197,6 +197,9 @@ std::unique_ptr<Session> Runner::create_session(const SessionOptions& options, s
   cfg.draft_tokens = options.draft_tokens;
   cfg.stop_at_eos = options.stop_at_eos;
   cfg.on_token = options.on_token;
+  if (options.segment_pause_ms < 0) return fail("segment_pause_ms must be >= 0 (0 = never end a segment at a pause)");
+  cfg.segment_pause_ms = options.segment_pause_ms;
+  cfg.on_segment = options.on_segment;
   detail::ModelBackend* model = nullptr;
   s = impl_->acquire(&model);
   if (!s.ok()) return fail(s.message());
@@ -219,6 +222,7 @@ bool Runner::transcribe(const float* pcm16k, size_t n_samples, const SessionOpti
   out->text = session->text();
   out->token_ids = session->token_ids();
   out->token_times_ms = session->token_times_ms();
+  out->segments = session->segments();
   out->stats = session->stats();
   return true;
 }
@@ -254,6 +258,8 @@ std::string Session::take_text() { return impl_->stream.take_text(); }
 std::string Session::text() const { return impl_->stream.text(); }
 const std::vector<int64_t>& Session::token_ids() const { return impl_->stream.token_ids(); }
 const std::vector<double>& Session::token_times_ms() const { return impl_->stream.token_times_ms(); }
+std::vector<Word> Session::words() const { return impl_->stream.transcript().words(); }
+std::vector<Segment> Session::segments() const { return impl_->stream.transcript().segments(); }
 bool Session::finished() const { return impl_->stream.finished(); }
 int Session::delay_tokens() const { return static_cast<int>(impl_->stream.delay_tokens()); }
 const SessionStats& Session::stats() const { return impl_->stream.stats(); }

@@ -47,6 +47,12 @@ Stream::Stream(ModelBackend* model, const Tekken* tok, StreamConfig cfg)
   prompt_.assign(static_cast<size_t>(prompt_len()), info_.streaming_pad_id);
   prompt_[0] = info_.bos_id;
   if (tok_) streamer_.emplace(*tok_);
+  TranscriptConfig tc;
+  tc.pause_ms = static_cast<double>(cfg_.segment_pause_ms);
+  tc.ms_per_token = static_cast<double>(info_.ms_per_token);
+  tc.max_history = cfg_.max_history;
+  tc.on_segment = cfg_.on_segment;
+  transcript_ = TranscriptBuilder(std::move(tc));
   reset();
 }
 
@@ -67,6 +73,7 @@ void Stream::reset() {
   token_positions_.clear();
   pending_text_.clear();
   if (streamer_) streamer_->reset();
+  transcript_.reset();
   stats_ = SessionStats();
   t_first_feed_ms_ = -1;  // policy_ keeps what it measured: call costs are the machine's
   append_zeros(info_.left_pad_tokens * info_.samples_per_token);  // the left pad: L tokens of silence
@@ -147,7 +154,9 @@ Status Stream::flush(int64_t* n_new) {
     append_zeros(align + (cfg_.delay_tokens + 1 + info_.right_pad_buffer_tokens) * spt);
     flushed_ = true;
   }
-  return pump(n_new);  // a no-op once finished; resumes an interrupted flush
+  VX_RETURN_IF_ERROR(pump(n_new));  // a no-op once finished; resumes an interrupted flush
+  if (finished()) transcript_.finish();  // the last word and segment are complete
+  return Status();
 }
 
 bool Stream::generation_limit_reached() const {
@@ -311,6 +320,19 @@ void Stream::emit(int64_t id, int64_t q) {
     ev.text = streamer_->push(id);
     if (finished()) ev.text += streamer_->finish();  // release a dangling partial character as U+FFFD
   }
+  // Words and segments: on_segment runs here, before on_token of the token that finished the segment.
+  TokenKind kind = TokenKind::Text;
+  bool starts_word = false;
+  if (id == info_.streaming_pad_id) {
+    kind = TokenKind::Pad;
+  } else if (id == info_.eos_id) {
+    kind = TokenKind::Eos;
+  } else if (ev.is_special) {
+    kind = TokenKind::OtherSpecial;
+  } else if (tok_) {
+    starts_word = starts_with_ascii_space(tok_->token_bytes(id));
+  }
+  transcript_.push(kind, starts_word, ev.text, ev.time_ms);
   token_ids_.push_back(id);
   token_times_ms_.push_back(ev.time_ms);
   token_positions_.push_back(q);

@@ -27,6 +27,7 @@
 #include "draft.h"
 #include "status.h"
 #include "tekken.h"
+#include "transcript.h"
 #include "voxtral_rt/voxtral_rt.h"
 
 namespace voxtral_rt::detail {
@@ -38,6 +39,8 @@ struct StreamConfig {
   int64_t draft_tokens = -1;   // most guessed positions per decoder call; 0 = one position; -1 = adaptive
   bool stop_at_eos = true;     // false: EOS is fed back like any token and decoding goes on (live streams)
   TokenCallback on_token;
+  int64_t segment_pause_ms = 640;  // words and segments (transcript.h): a PAD run this long ends a segment
+  SegmentCallback on_segment;
 };
 
 class Stream {
@@ -55,6 +58,7 @@ class Stream {
   const std::vector<int64_t>& token_ids() const { return token_ids_; }
   const std::vector<double>& token_times_ms() const { return token_times_ms_; }
   const std::vector<int64_t>& token_positions() const { return token_positions_; }
+  const TranscriptBuilder& transcript() const { return transcript_; }  // words and segments so far
   bool finished() const { return (eos_ && cfg_.stop_at_eos) || (flushed_ && generation_limit_reached()); }
   bool flushed() const { return flushed_; }
   bool eos() const { return eos_; }  // an EOS was generated (with stop_at_eos: the stream ended there)
@@ -117,6 +121,7 @@ class Stream {
   std::vector<int64_t> token_positions_;
   std::string pending_text_;
   std::optional<TekkenStreamer> streamer_;  // empty without a tokenizer
+  TranscriptBuilder transcript_;
 
   // scratch (sized once, reused)
   std::vector<float> window_, mel_, enc_out_, tok_emb_, x_, logits_;

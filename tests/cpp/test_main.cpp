@@ -1,5 +1,6 @@
 // Unit tests for the model-independent runner parts: tekken decoding/streaming, PCM input, metadata
-// checks, and the streaming protocol driven by a fake model backend. No .pte needed.
+// checks, the streaming protocol driven by a fake model backend, words/segments and the output formats.
+// No .pte needed.
 // Prints one line per failed check and a closing "N passed, N failed"; exit code 1 on any failure.
 #include <algorithm>
 #include <cmath>
@@ -18,8 +19,10 @@
 #include <vector>
 
 #include "metadata.h"
+#include "output.h"
 #include "stream.h"
 #include "tekken.h"
+#include "transcript.h"
 #include "voxtral_rt/audio.h"
 
 using namespace voxtral_rt;
@@ -956,6 +959,193 @@ static void test_stream_errors_and_reset() {
   CHECK(st.feed(audio.data(), 2000, &n).ok() && n == 0);
 }
 
+// ---------------------------------------------------------------------------------------------- words, segments
+
+// The cases of tests/data/transcript_cases.json, which tests/python/test_transcript.py runs through the Python twin:
+// both must give exactly the listed words, segments and the tokens at which each segment was finished.
+static void test_transcript_cases() {
+  std::ifstream f(std::string(VOXTRAL_RT_SOURCE_DIR) + "/tests/data/transcript_cases.json");
+  CHECK(f.good());
+  if (!f.good()) return;
+  const nlohmann::json cases = nlohmann::json::parse(f);
+  CHECK(cases.size() >= 7);
+  auto words_equal = [](const std::vector<Word>& got, const nlohmann::json& want) {
+    if (got.size() != want.size()) return false;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (got[i].text != want[i]["text"].get<std::string>() || got[i].start_ms != want[i]["start_ms"].get<double>() ||
+          got[i].end_ms != want[i]["end_ms"].get<double>())
+        return false;
+    }
+    return true;
+  };
+  for (const auto& c : cases) {
+    std::vector<int64_t> closed_at;
+    int64_t index = 0;
+    TranscriptConfig cfg;
+    cfg.pause_ms = c["pause_ms"].get<double>();
+    cfg.max_history = c["max_history"].get<int64_t>();
+    cfg.on_segment = [&](const Segment&) { closed_at.push_back(index); };
+    TranscriptBuilder b(cfg);
+    for (const auto& t : c["tokens"]) {
+      const std::string kind = t[0].get<std::string>();
+      if (kind == "text") {
+        const std::string text = t[1].get<std::string>();
+        const bool starts = t.size() > 3 ? t[3].get<bool>() : starts_with_ascii_space(text);
+        b.push(TokenKind::Text, starts, text, t[2].get<double>());
+      } else {
+        const TokenKind k = kind == "pad" ? TokenKind::Pad : kind == "eos" ? TokenKind::Eos : TokenKind::OtherSpecial;
+        b.push(k, false, t.size() > 2 ? t[2].get<std::string>() : "", t[1].get<double>());
+      }
+      ++index;
+    }
+    index = -1;
+    if (c["finish"].get<bool>()) {
+      b.finish();
+      b.finish();  // idempotent
+    }
+    const std::string name = c["name"].get<std::string>();
+    const std::vector<Segment> segs = b.segments();
+    bool ok = words_equal(b.words(), c["words"]) && segs.size() == c["segments"].size() &&
+              closed_at == c["closed_at"].get<std::vector<int64_t>>();
+    for (size_t i = 0; ok && i < segs.size(); ++i) {
+      const auto& w = c["segments"][i];
+      ok = segs[i].text == w["text"].get<std::string>() && segs[i].start_ms == w["start_ms"].get<double>() &&
+           segs[i].end_ms == w["end_ms"].get<double>() && words_equal(segs[i].words, w["words"]);
+    }
+    if (!ok) std::printf("  transcript case failed: %s\n", name.c_str());
+    CHECK(ok);
+  }
+}
+
+static void test_transcript_rules() {
+  CHECK(ends_sentence("stop."));
+  CHECK(ends_sentence("Why?\""));
+  CHECK(ends_sentence("(Really!)"));
+  CHECK(ends_sentence("no\u2026"));
+  CHECK(ends_sentence("\u597d\u3002"));
+  CHECK(ends_sentence("\u00abNon !\u00bb"));
+  CHECK(!ends_sentence("3.5"));
+  CHECK(!ends_sentence("go"));
+  CHECK(!ends_sentence(""));
+  CHECK(!ends_sentence("\""));
+  CHECK(starts_with_ascii_space(" go") && starts_with_ascii_space("\ngo") && !starts_with_ascii_space("go") &&
+        !starts_with_ascii_space(""));
+  CHECK_EQ(strip_ascii_space(" \t go \n"), "go");
+  // reset() forgets everything, the callback stays.
+  int n = 0;
+  TranscriptConfig cfg;
+  cfg.on_segment = [&](const Segment&) { ++n; };
+  TranscriptBuilder b(cfg);
+  b.push(TokenKind::Text, true, " a.", 80);
+  b.push(TokenKind::Pad, false, "", 160);
+  CHECK(n == 1 && b.segments().size() == 1 && b.n_finished_segments() == 1);
+  b.reset();
+  CHECK(b.words().empty() && b.segments().empty() && b.n_finished_segments() == 0);
+  b.push(TokenKind::Text, true, " b", 2080);
+  CHECK(b.words().size() == 1 && b.words()[0].start_ms == 1080);  // the previous end is forgotten: 0, bound 1000
+  b.finish();
+  CHECK_EQ(n, 2);
+}
+
+static void test_output_formats() {
+  CHECK_EQ(srt_time(0), "00:00:00,000");
+  CHECK_EQ(srt_time(3723004.4), "01:02:03,004");
+  CHECK_EQ(vtt_time(3723004.6), "01:02:03.005");
+  CHECK_EQ(vtt_time(-5), "00:00:00.000");
+  CHECK_EQ(srt_time(360000000), "100:00:00,000");
+  CHECK_EQ(cue_text("  go \n\n left\t "), "go left");
+  Segment s;
+  s.text = " a <b> & c";
+  s.start_ms = 80;
+  s.end_ms = 1440;
+  s.words = {Word{"a", 80, 400}};
+  CHECK_EQ(srt_cue(3, s), "3\n00:00:00,080 --> 00:00:01,440\na <b> & c\n\n");
+  CHECK_EQ(vtt_cue(s), "00:00:00.080 --> 00:00:01.440\na &lt;b&gt; &amp; c\n\n");
+  CHECK_EQ(json_line(segment_event(2, s)),
+           "{\"type\":\"transcript.text.segment\",\"id\":\"seg_2\",\"text\":\" a <b> & c\",\"start_ms\":80.0,"
+           "\"end_ms\":1440.0,\"words\":[{\"text\":\"a\",\"start_ms\":80.0,\"end_ms\":400.0}]}\n");
+  CHECK_EQ(json_line(delta_event(" go", 5200)), "{\"type\":\"transcript.text.delta\",\"delta\":\" go\",\"time_ms\":5200.0}\n");
+}
+
+// The Stream feeds its builder as the tokens come: on_segment runs before the on_token of the token that
+// finished the segment (the last PAD of a pause, an EOS), flush() finishes a segment still open, any feed size
+// and draft setting gives the same words and segments.
+static void test_stream_words_and_segments() {
+  std::unique_ptr<Tekken> tok;
+  CHECK(Tekken::from_json_text(tiny_tekken_json(), "tiny.json", &tok).ok());
+  if (!tok) return;
+  const ModelInfo m = tiny_info();
+  const int64_t D = 2, P = m.left_pad_tokens + D + 1;
+  const auto audio = ramp_audio(40 * 1280);
+  const std::string hello = "t" + std::to_string(merge_id(0)), world = "t" + std::to_string(merge_id(1));
+  // k-th generated token (time 80 * (k + 1) ms): PAD, " hello", WORD, "€" "!😀" in 4 tokens, 8 PADs, " world",
+  // then PADs, or an EOS.
+  std::vector<int64_t> seq = {m.streaming_pad_id, merge_id(0), m.streaming_word_id, merge_id(2), merge_id(3),
+                              merge_id(4), merge_id(5)};
+  seq.insert(seq.end(), 8, m.streaming_pad_id);
+  seq.push_back(merge_id(1));
+  struct Variant {
+    int64_t pause_ms;
+    bool eos;
+    std::vector<std::string> segments;
+  };
+  const Variant variants[] = {
+      {640, false, {" hello\u20ac!\U0001F600", " world"}},  // both end at a pause
+      {640, true, {" hello\u20ac!\U0001F600", " world"}},   // the second at the EOS
+      {0, false, {" hello\u20ac!\U0001F600 world"}},         // never at pauses: at the end of the stream
+  };
+  for (const Variant& v : variants) {
+    std::vector<int64_t> script_seq = seq;
+    if (v.eos) script_seq.push_back(m.eos_id);
+    auto script = [&](int64_t p) -> int64_t {
+      const int64_t k = p - (P - 1);
+      return (k >= 0 && k < static_cast<int64_t>(script_seq.size())) ? script_seq[static_cast<size_t>(k)]
+                                                                      : m.streaming_pad_id;
+    };
+    for (size_t chunk : {0u, 640u, 1280u * 3}) {
+      FakeModel fake;
+      fake.script = script;
+      fake.ref_stream = reference_stream(fake.m, audio, D);
+      StreamConfig cfg;
+      cfg.delay_tokens = D;
+      cfg.draft_tokens = chunk == 0 ? -1 : 0;
+      cfg.segment_pause_ms = v.pause_ms;
+      std::vector<std::string> events;
+      cfg.on_token = [&](const TokenEvent& ev) { events.push_back("t" + std::to_string(ev.id)); };
+      cfg.on_segment = [&](const Segment& sg) { events.push_back("s" + sg.text); };
+      Stream st(&fake, tok.get(), cfg);
+      fake.prompt_len = st.prompt_len();
+      int64_t n = 0;
+      const size_t step = chunk ? chunk : audio.size();
+      for (size_t i = 0; i < audio.size(); i += step) CHECK(st.feed(audio.data() + i, std::min(step, audio.size() - i), &n).ok());
+      const int64_t n_before_flush = st.transcript().n_finished_segments();
+      CHECK(st.flush(&n).ok());
+      CHECK(st.flush(&n).ok());  // idempotent: the last segment is finished once
+      CHECK_EQ(fake.errors, 0);
+      std::vector<std::string> got;
+      for (const std::string& e : events)
+        if (e[0] == 's') got.push_back(e.substr(1));
+      CHECK(got == v.segments);
+      CHECK_EQ(n_before_flush, v.pause_ms == 0 ? 0 : 2);  // pause 0: only flush() ends the one segment
+      // The 8th PAD (token 14) ended the first segment before its own on_token.
+      if (v.pause_ms > 0) CHECK(events.size() > 16 && events[14] == "s" + v.segments[0] && events[15] == "t5");
+      if (v.eos) CHECK(events.back() == "t2" && events[events.size() - 2] == "s world");
+      const std::vector<Word> words = st.transcript().words();
+      CHECK(words.size() == 3 && words[0].text == "hello" && words[1].text == "\u20ac!\U0001F600" &&
+            words[2].text == "world");
+      CHECK(words[0].start_ms == 0 && words[0].end_ms == 160 && words[1].start_ms == 160 && words[1].end_ms == 320);
+      CHECK(words[2].start_ms == 320 && words[2].end_ms == 1280);
+      const std::vector<Segment> segs = st.transcript().segments();
+      std::string joined;
+      for (const Segment& sg : segs) joined += sg.text;
+      CHECK_EQ(joined, st.text());
+      CHECK(segs.front().start_ms == 0 && segs.back().end_ms == 1280);
+      st.reset();
+      CHECK(st.transcript().segments().empty() && st.transcript().words().empty());
+    }
+  }
+}
+
 int main() {
   run("base64", test_base64);
   run("protocol_drafts", test_protocol_drafts);
@@ -973,6 +1163,10 @@ int main() {
   run("history_cap", test_history_cap);
   run("protocol_eos_and_text", test_protocol_eos_and_text);
   run("stream_errors_and_reset", test_stream_errors_and_reset);
+  run("transcript_cases", test_transcript_cases);
+  run("transcript_rules", test_transcript_rules);
+  run("output_formats", test_output_formats);
+  run("stream_words_and_segments", test_stream_words_and_segments);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }

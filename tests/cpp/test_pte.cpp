@@ -362,6 +362,8 @@ int main(int argc, char** argv) {
     cb_ids.push_back(ev.id);
     cb_text += ev.text;
   };
+  std::vector<voxtral_rt::Segment> cb_segments;
+  opts.on_segment = [&](const voxtral_rt::Segment& sg) { cb_segments.push_back(sg); };
   auto session = runner->create_session(opts, &err);
   CHECK(session != nullptr);
   if (!session) return 1;
@@ -392,6 +394,28 @@ int main(int argc, char** argv) {
   CHECK(cb_ids == ref.token_ids);
   CHECK(cb_text == ref.text);
   CHECK(pulled == ref.text);
+  // words and segments: every segment came through on_segment by the end of flush(), the same as the offline
+  // Transcript's; the words are the segments' words, in time order
+  auto same = [](const std::vector<voxtral_rt::Segment>& a, const std::vector<voxtral_rt::Segment>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t k = 0; k < a.size(); ++k) {
+      if (a[k].text != b[k].text || a[k].start_ms != b[k].start_ms || a[k].end_ms != b[k].end_ms ||
+          a[k].words.size() != b[k].words.size())
+        return false;
+    }
+    return true;
+  };
+  const std::vector<voxtral_rt::Segment> segs = session->segments();
+  CHECK(same(cb_segments, segs) && same(segs, ref.segments));
+  std::vector<voxtral_rt::Word> seg_words;
+  for (const auto& sg : segs) seg_words.insert(seg_words.end(), sg.words.begin(), sg.words.end());
+  const std::vector<voxtral_rt::Word> words = session->words();
+  CHECK(words.size() == seg_words.size());
+  for (size_t k = 0; k < words.size() && k < seg_words.size(); ++k) {
+    CHECK(words[k].text == seg_words[k].text && words[k].end_ms == seg_words[k].end_ms);
+    CHECK(!words[k].text.empty() && words[k].start_ms < words[k].end_ms);
+    if (k) CHECK(words[k - 1].end_ms <= words[k].start_ms);
+  }
   CHECK(session->feed(pcm.data(), 10) == -1);
   CHECK(session->error().find("reset") != std::string::npos);
 
@@ -422,6 +446,9 @@ int main(int argc, char** argv) {
   }
   d.delay_ms = 100;
   CHECK(runner->create_session(d, &err) == nullptr);
+  voxtral_rt::SessionOptions bad_pause;
+  bad_pause.segment_pause_ms = -1;
+  CHECK(runner->create_session(bad_pause, &err) == nullptr && err.find("segment_pause_ms") != std::string::npos);
 
   s2.reset();
   test_concurrent(*runner, pcm);

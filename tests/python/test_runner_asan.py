@@ -142,3 +142,22 @@ def test_cli_stdin_interrupted_under_asan(tiny):
     for rep in REPORTS:
         assert rep not in err.decode(errors="replace"), err.decode(errors="replace")[-6000:]
     assert p.returncode == 130 and "token_ids" in json.loads(out)
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt", "jsonl"])
+def test_cli_output_formats_under_asan(tiny, audio, tmp_path, fmt):
+    """Cues and events written from the live worker (--stdin) and at the end, to a file: no report, and the
+    release build's output (jsonl: the same events; `done` carries timings)."""
+    stdin = (np.clip(speech(16000, 2.0, 8), -1, 1) * 32767).astype("<i2").tobytes()
+    outs = []
+    for binary in (ASAN / "voxtral_realtime_runner", RELEASE):
+        f = tmp_path / f"{binary.parent.name}.{fmt}"
+        r = _cli(binary, tiny, "--stdin", "--format", fmt, "--output_file", str(f), "--segment_pause_ms", "160",
+                 stdin=stdin)
+        assert r.returncode == 0 and r.stdout == b"", r.stderr.decode()[-3000:]
+        outs.append(f.read_text().splitlines())
+    if fmt == "jsonl":
+        assert [json.loads(x)["type"] for x in outs[0]][-1] == "transcript.text.done"
+        outs = [[x for x in o if "transcript.text.done" not in x] for o in outs]
+    assert outs[0] == outs[1]
+    assert any("-->" in x or "transcript.text.segment" in x for x in outs[0])  # at least one segment written

@@ -115,13 +115,32 @@ struct TokenEvent {
 };
 using TokenCallback = std::function<void(const TokenEvent& token)>;
 
+// Words and segments, built from the tokens and their times as they come (runner/src/transcript.h; Python twin:
+// voxtral_rt/transcript.py; the rules and the accuracy of the times: docs/design.md "Words and segments").
+// A word is the text between word boundaries (a token whose bytes start with whitespace, or any special token);
+// its end is the time of its first token (the model emits a word once it has heard its end: the true end lies
+// within the 80 ms before, on a model that behaves as trained), its start the previous word's end, but at most
+// 1 s before its own end. A segment ends at a pause (a run of [STREAMING_PAD] of >= segment_pause_ms), after a
+// word that ends a sentence (. ? ! ...), at an EOS, and at the end of the stream.
+struct Word {
+  std::string text;      // without surrounding whitespace
+  double start_ms = 0, end_ms = 0;
+};
+struct Segment {
+  std::string text;      // its words as in the transcript (leading space kept, as whisper's segments)
+  double start_ms = 0, end_ms = 0;  // its first word's start, its last word's end
+  std::vector<Word> words;
+};
+using SegmentCallback = std::function<void(const Segment& segment)>;
+
 struct SessionOptions {
   int delay_ms = -1;         // -1 = model default; else a multiple of ms_per_token, 1..15 tokens or 30
   int max_enc_tokens = 0;    // audio tokens per encoder call (buffers audio up to this); 0 = model max
-  // Records kept for token_ids(), token_times_ms(), text() and stats().step_ms/feed_ms: 0 = all (memory
-  // grows ~40 bytes per 80 ms token, ~1.7 MB per hour); N > 0 = only the last N to 2N, so an endless stream
-  // runs in flat memory (text() then decodes those tokens only). Counters, on_token and take_text() are
-  // unaffected. Live callers that consume take_text()/on_token should set it (the CLI's --stdin does).
+  // Records kept for token_ids(), token_times_ms(), text(), words(), segments() and stats().step_ms/feed_ms:
+  // 0 = all (memory grows ~40 bytes per 80 ms token, ~1.7 MB per hour); N > 0 = only the last N to 2N of each,
+  // so an endless stream runs in flat memory (text() then decodes those tokens only). Counters, on_token,
+  // on_segment and take_text() are unaffected. Live callers that consume take_text()/on_token/on_segment
+  // should set it (the CLI's --stdin does).
   int64_t max_history = 0;
   // Most guessed positions per decoder call. The decoder verifies [STREAMING_PAD] guesses for positions whose
   // audio is already encoded (a backlog, offline files) and keeps the argmaxes up to the first wrong guess:
@@ -135,6 +154,12 @@ struct SessionOptions {
   // nothing said after an EOS is lost). The EOS stays in token_ids either way.
   bool stop_at_eos = true;
   TokenCallback on_token;    // optional, called from feed()/flush() for every generated token
+  // A segment ends at a run of [STREAMING_PAD] at least this long (ms; 0 = never at pauses). The run includes
+  // the next word's own duration (a word is emitted once it has been heard), so keep it above the longest word.
+  int segment_pause_ms = 640;
+  // Optional, called from feed()/flush() when a segment is finished (before the on_token of the token that
+  // finished it); flush() finishes the last one.
+  SegmentCallback on_segment;
 };
 
 struct SessionStats {
@@ -175,6 +200,8 @@ class Session {
   std::string text() const;                           // decode(token_ids()): the transcript so far
   const std::vector<int64_t>& token_ids() const;      // every generated id, specials and EOS included
   const std::vector<double>& token_times_ms() const;  // per token, see TokenEvent::time_ms
+  std::vector<Word> words() const;                    // every word so far (the last may still grow)
+  std::vector<Segment> segments() const;              // every segment so far (the last may be open)
   bool finished() const;                              // EOS seen (stop_at_eos), or flushed and decoded to the end
   int delay_tokens() const;
   const SessionStats& stats() const;
@@ -191,6 +218,7 @@ struct Transcript {
   std::string text;
   std::vector<int64_t> token_ids;
   std::vector<double> token_times_ms;
+  std::vector<Segment> segments;
   SessionStats stats;
 };
 
@@ -245,9 +273,9 @@ int resolve_delay_tokens(const ModelInfo& info, int delay_ms, std::string* error
 //     concurrently. push() takes an internal mutex only for the copy, never waits for the model, and does not
 //     allocate once the queue has grown to the size of the largest backlog (the worker hands its buffer back).
 //   * stop() is lock-free (atomic stores only): it may be called from a signal handler.
-//   * SessionOptions::on_token and LiveOptions::on_text are called from the worker thread. They must not call
-//     finish() (it would wait for its own thread: it returns false instead) or destroy the LiveSession; push(),
-//     stop() and take_text() are fine.
+//   * SessionOptions::on_token, SessionOptions::on_segment and LiveOptions::on_text are called from the worker
+//     thread. They must not call finish() (it would wait for its own thread: it returns false instead) or destroy
+//     the LiveSession; push(), stop() and take_text() are fine.
 //   * session() belongs to the worker until finish() returns; use it only after that.
 //   * finish() and the destructor may be called from any one thread (not the worker).
 //   * The worker starts with the signal mask of the thread that calls start(): block the signals you want on
