@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   fprintf(stderr, "voxtral_rt %s\n", voxtral_rt_version());
+  voxtral_rt_log_route_executorch(); /* ExecuTorch's start-up lines go to the library's log (Info and up: stderr) */
 
   voxtral_rt_model_params mp = voxtral_rt_model_default_params();
   mp.model_path = argv[1];
