@@ -4,6 +4,7 @@
 #include "voxtral_rt/voxtral_rt_c.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -23,13 +24,63 @@ struct voxtral_rt_model {
   std::unique_ptr<voxtral_rt::Runner> runner;
 };
 
+namespace {
+
+// C views of segments: the voxtral_rt_segment/_word structs point into `segments`, which they own.
+struct SegmentViews {
+  std::vector<voxtral_rt::Segment> segments;
+  std::vector<voxtral_rt_word> words;             // every segment's words, in order
+  std::vector<const voxtral_rt_word*> word_ptrs;  // segment i's words are a run of these
+  std::vector<voxtral_rt_segment> views;
+
+  void build(std::vector<voxtral_rt::Segment> from) {
+    segments = std::move(from);
+    words.clear();
+    word_ptrs.clear();
+    views.clear();
+    for (const auto& seg : segments)
+      for (const auto& w : seg.words) words.push_back({w.text.c_str(), w.start_ms, w.end_ms});
+    for (const auto& w : words) word_ptrs.push_back(&w);  // `words` is complete: no reallocation from here on
+    size_t first = 0;
+    for (const auto& seg : segments) {
+      views.push_back({seg.text.c_str(), seg.start_ms, seg.end_ms, seg.words.size(), word_ptrs.data() + first});
+      first += seg.words.size();
+    }
+  }
+};
+
+}  // namespace
+
 struct voxtral_rt_session {
-  std::unique_ptr<voxtral_rt::Session> session;  // its on_token calls back into this handle: destroy it first
+  std::unique_ptr<voxtral_rt::Session> session;  // its callbacks call back into this handle: destroy it first
   std::string error;
   std::string text, taken;  // what text() / take_text() returned last
   int32_t ms_per_token = 0;
   voxtral_rt_token_callback token_callback = nullptr;
   void* token_user_data = nullptr;
+  voxtral_rt_segment_callback segment_callback = nullptr;
+  void* segment_user_data = nullptr;
+
+  // What the word and segment getters point into: Session::words()/segments() as of `n_changes`, taken by the
+  // first getter call after a feed/flush/reset (so pointers stay valid until the next one of those).
+  uint64_t n_changes = 0;
+  uint64_t words_at = UINT64_MAX, segments_at = UINT64_MAX;
+  std::vector<voxtral_rt::Word> words;
+  std::vector<voxtral_rt_word> word_views;
+  SegmentViews segments;
+
+  void refresh_words() {
+    if (words_at == n_changes) return;
+    words = session->words();
+    word_views.clear();
+    for (const auto& w : words) word_views.push_back({w.text.c_str(), w.start_ms, w.end_ms});
+    words_at = n_changes;
+  }
+  void refresh_segments() {
+    if (segments_at == n_changes) return;
+    segments.build(session->segments());
+    segments_at = n_changes;
+  }
 };
 
 struct voxtral_rt_audio {
@@ -91,6 +142,7 @@ bool to_options(const voxtral_rt_session_params& p, voxtral_rt_session* h, voxtr
   o->draft_tokens = p.draft_tokens;
   o->max_history = p.max_history;
   o->stop_at_eos = p.stop_at_eos;
+  o->segment_pause_ms = p.segment_pause_ms;
   h->token_callback = p.token_callback;
   h->token_user_data = p.token_callback_user_data;
   if (p.token_callback != nullptr) {
@@ -102,6 +154,15 @@ bool to_options(const voxtral_rt_session_params& p, voxtral_rt_session* h, voxtr
       t.is_special = ev.is_special;
       t.text = ev.text.c_str();
       h->token_callback(&t, h->token_user_data);
+    };
+  }
+  h->segment_callback = p.segment_callback;
+  h->segment_user_data = p.segment_callback_user_data;
+  if (p.segment_callback != nullptr) {
+    o->on_segment = [h](const voxtral_rt::Segment& segment) {
+      SegmentViews v;
+      v.build({segment});
+      h->segment_callback(&v.views[0], h->segment_user_data);
     };
   }
   return true;
@@ -243,7 +304,7 @@ voxtral_rt_session_params voxtral_rt_session_default_params(void) {
   p.draft_tokens = d.draft_tokens;
   p.max_history = d.max_history;
   p.stop_at_eos = d.stop_at_eos;
-  p.segment_pause_ms = 640;
+  p.segment_pause_ms = d.segment_pause_ms;
   p.token_callback = nullptr;
   p.token_callback_user_data = nullptr;
   p.segment_callback = nullptr;
@@ -266,6 +327,7 @@ voxtral_rt_session* voxtral_rt_session_create(voxtral_rt_model* model, const vox
 
 int64_t voxtral_rt_session_feed(voxtral_rt_session* session, const float* pcm, size_t n) {
   return guarded<int64_t>(session, -1, [&]() -> int64_t {
+    ++session->n_changes;
     const int64_t r = session->session->feed(pcm, n);
     if (r < 0) session->error = session->session->error();
     return r;
@@ -274,6 +336,7 @@ int64_t voxtral_rt_session_feed(voxtral_rt_session* session, const float* pcm, s
 
 int64_t voxtral_rt_session_flush(voxtral_rt_session* session) {
   return guarded<int64_t>(session, -1, [&]() -> int64_t {
+    ++session->n_changes;
     const int64_t r = session->session->flush();
     if (r < 0) session->error = session->session->error();
     return r;
@@ -282,6 +345,7 @@ int64_t voxtral_rt_session_flush(voxtral_rt_session* session) {
 
 void voxtral_rt_session_reset(voxtral_rt_session* session) {
   guarded<int>(session, 0, [&] {
+    ++session->n_changes;
     session->session->reset();
     session->error.clear();
     session->text.clear();
@@ -333,6 +397,34 @@ const int64_t* voxtral_rt_session_token_ids(const voxtral_rt_session* session) {
 
 const double* voxtral_rt_session_token_times_ms(const voxtral_rt_session* session) {
   return session ? session->session->token_times_ms().data() : nullptr;
+}
+
+size_t voxtral_rt_session_n_words(voxtral_rt_session* session) {
+  return guarded<size_t>(session, 0, [&] {
+    session->refresh_words();
+    return session->word_views.size();
+  });
+}
+
+const voxtral_rt_word* voxtral_rt_session_word(voxtral_rt_session* session, size_t i) {
+  return guarded<const voxtral_rt_word*>(session, nullptr, [&]() -> const voxtral_rt_word* {
+    session->refresh_words();
+    return i < session->word_views.size() ? &session->word_views[i] : nullptr;
+  });
+}
+
+size_t voxtral_rt_session_n_segments(voxtral_rt_session* session) {
+  return guarded<size_t>(session, 0, [&] {
+    session->refresh_segments();
+    return session->segments.views.size();
+  });
+}
+
+const voxtral_rt_segment* voxtral_rt_session_segment(voxtral_rt_session* session, size_t i) {
+  return guarded<const voxtral_rt_segment*>(session, nullptr, [&]() -> const voxtral_rt_segment* {
+    session->refresh_segments();
+    return i < session->segments.views.size() ? &session->segments.views[i] : nullptr;
+  });
 }
 
 voxtral_rt_session* voxtral_rt_transcribe(voxtral_rt_model* model, const float* pcm, size_t n,

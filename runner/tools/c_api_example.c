@@ -4,7 +4,7 @@
  *   cc -std=c99 c_api_example.c -Irunner/include -Lrunner/build -lvoxtral_rt -Wl,-rpath,runner/build
  *   ./a.out model.pte tekken.json a.wav [chunk_ms] [delay_ms]
  *
- * stdout: the text as it comes.
+ * stdout: the text as it comes, then each segment "[start ms - end ms] text" and its words "start-end word".
  * stderr: "tokens: <ids>" (every generated id; tests compare them with the CLI's --json), errors.
  * Exit codes as the CLI: 1 bad arguments, 2 model load, 3 audio, 4 inference. */
 #include <stdio.h>
@@ -74,6 +74,12 @@ int main(int argc, char** argv) {
       fprintf(stderr, "error: %s\n", voxtral_rt_session_error(s));
     } else {
       printf("%s\n", voxtral_rt_session_take_text(s));
+      for (size_t i = 0; i < voxtral_rt_session_n_segments(s); ++i) { /* pointers valid until the next feed */
+        const voxtral_rt_segment* seg = voxtral_rt_session_segment(s, i);
+        printf("[%.0f ms - %.0f ms]%s\n", seg->start_ms, seg->end_ms, seg->text);
+        for (size_t j = 0; j < seg->n_words; ++j)
+          printf("    %.0f-%.0f %s\n", seg->words[j]->start_ms, seg->words[j]->end_ms, seg->words[j]->text);
+      }
       const int64_t* ids = voxtral_rt_session_token_ids(s);
       fprintf(stderr, "%ld text tokens; tokens:", n_text_tokens);
       for (size_t i = 0; i < voxtral_rt_session_n_tokens(s); ++i) fprintf(stderr, " %lld", (long long)ids[i]);

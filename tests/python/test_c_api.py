@@ -19,6 +19,8 @@ import soundfile as sf
 
 from conftest import speech
 from voxtral_rt.audio import load_audio
+from voxtral_rt.tokenizer import Tekken
+from voxtral_rt.transcript import words_and_segments
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "runner" / "build"
@@ -91,6 +93,10 @@ SIGNATURES = {  # name: (restype, argtypes)
     "voxtral_rt_session_n_tokens": (C.c_size_t, [P]),
     "voxtral_rt_session_token_ids": (C.POINTER(C.c_int64), [P]),
     "voxtral_rt_session_token_times_ms": (C.POINTER(C.c_double), [P]),
+    "voxtral_rt_session_n_words": (C.c_size_t, [P]),
+    "voxtral_rt_session_word": (C.POINTER(Word), [P, C.c_size_t]),
+    "voxtral_rt_session_n_segments": (C.c_size_t, [P]),
+    "voxtral_rt_session_segment": (C.POINTER(Segment), [P, C.c_size_t]),
     "voxtral_rt_transcribe": (P, [P, P, C.c_size_t, C.POINTER(SessionParams), C.c_char_p, C.c_size_t]),
     "voxtral_rt_audio_load": (P, [C.c_char_p, C.c_int32, C.c_char_p, C.c_size_t]),
     "voxtral_rt_audio_samples": (C.POINTER(C.c_float), [P]),
@@ -173,6 +179,40 @@ def _stream(lib, s, pcm: np.ndarray, chunk: int) -> str:
     assert lib.voxtral_rt_session_flush(s) >= 0, lib.voxtral_rt_session_error(s)
     taken.append(lib.voxtral_rt_session_take_text(s).decode())
     return "".join(taken)
+
+
+def _word(w) -> tuple[str, float, float]:
+    return (w.text.decode(), w.start_ms, w.end_ms)
+
+
+def _segment(seg) -> tuple:
+    return (seg.text.decode(), seg.start_ms, seg.end_ms, [_word(seg.words[j].contents) for j in range(seg.n_words)])
+
+
+class SegmentRecorder:
+    """Segment callback state; user_data is checked against `tag` on every call."""
+
+    def __init__(self, tag: int):
+        self.segments, self.user_data = [], set()
+
+        def on_segment(seg, user_data):
+            self.segments.append(_segment(seg.contents))
+            self.user_data.add(user_data)
+
+        self.tag, self.cb = tag, SEGMENT_CB(on_segment)
+
+
+def _words_and_segments(lib, s) -> tuple[list, list]:
+    words = [_word(lib.voxtral_rt_session_word(s, i).contents) for i in range(lib.voxtral_rt_session_n_words(s))]
+    segs = [_segment(lib.voxtral_rt_session_segment(s, i).contents) for i in range(lib.voxtral_rt_session_n_segments(s))]
+    return words, segs
+
+
+def _twin(tok: Tekken, ids: list[int], times: list[float], pause_ms: int) -> tuple[list, list]:
+    """The Python twin's words and segments of a finished token sequence (voxtral_rt/transcript.py)."""
+    w, sg = words_and_segments(tok, ids, times, pause_ms=pause_ms)
+    return ([(x.text, x.start_ms, x.end_ms) for x in w],
+            [(x.text, x.start_ms, x.end_ms, [(y.text, y.start_ms, y.end_ms) for y in x.words]) for x in sg])
 
 
 def _cli(pte: Path, tok: Path, wav: Path, *flags: str) -> dict:
@@ -461,3 +501,65 @@ def test_bad_inputs_give_clear_errors(lib, tiny_model, tmp_path):
         assert not lib.voxtral_rt_audio_load(str(path).encode(), rate, err, len(err))
         assert want in err.value.decode(), err.value
     assert not lib.voxtral_rt_audio_load(None, 16000, err, len(err)) and err.value == b"null path"
+
+
+def test_words_and_segments_match_the_python_twin(lib, demo_pte, tiny_model):
+    """Words and segments (getters and the segment callback) equal the Python twin's on the same tokens, for the
+    demo samples and a tiny model, at three pause lengths; segment_pause_ms reaches the session."""
+    demo_model, err = _load(lib, demo_pte, DEMO / "tekken.json")
+    assert demo_model, err
+    cases = [(demo_model, Tekken.from_file(DEMO / "tekken.json"), load_audio(w)) for w in SAMPLES]
+    cases.append((tiny_model["model"], Tekken.from_file(tiny_model["tok"]), load_audio(tiny_model["a"])))
+    n_segments = {}
+    for pause_ms in (640, 160, 0):
+        n_segments[pause_ms] = 0
+        for model, tok, pcm in cases:
+            rec = SegmentRecorder(tag=0x5E6)
+            p = lib.voxtral_rt_session_default_params()
+            p.segment_pause_ms, p.segment_callback, p.segment_callback_user_data = pause_ms, rec.cb, rec.tag
+            s, err = _session(lib, model, p)
+            assert s, err
+            _stream(lib, s, pcm, 1280)
+            ids, times = _tokens(lib, s)
+            want_words, want_segments = _twin(tok, ids, times, pause_ms)
+            words, segments = _words_and_segments(lib, s)
+            assert len(words) > 0 and (words, segments) == (want_words, want_segments), pause_ms
+            assert rec.segments == want_segments and rec.user_data == {0x5E6}  # each finished segment once, in order
+            n_segments[pause_ms] += len(segments)
+            # Pointers stay put until the next feed: reading other words and segments does not move word 0.
+            w0 = C.addressof(lib.voxtral_rt_session_word(s, 0).contents)
+            lib.voxtral_rt_session_segment(s, len(segments) - 1), lib.voxtral_rt_session_n_words(s)
+            assert C.addressof(lib.voxtral_rt_session_word(s, 0).contents) == w0
+            assert not lib.voxtral_rt_session_word(s, len(words))
+            assert not lib.voxtral_rt_session_segment(s, len(segments))
+            lib.voxtral_rt_session_reset(s)
+            assert lib.voxtral_rt_session_n_words(s) == 0 and lib.voxtral_rt_session_n_segments(s) == 0
+            lib.voxtral_rt_session_free(s)
+    lib.voxtral_rt_model_free(demo_model)
+    assert lib.voxtral_rt_session_n_words(None) == 0 and not lib.voxtral_rt_session_segment(None, 0)
+    # The demo samples are command strings with gaps of a few hundred ms: 160 ms pauses split them, 640 ms do not.
+    assert n_segments[0] <= n_segments[640] < n_segments[160], n_segments
+
+
+def test_stop_at_eos_and_max_history_reach_the_session(lib, eos_model):
+    """stop_at_eos: the CLI's tokens either way on a model that emits EOS mid-stream; max_history bounds the kept
+    records while the callback still sees every token."""
+    m = eos_model
+    model, err = _load(lib, m["pte"], m["dir"] / "tekken.json")
+    assert model, err
+    eos = m["tok"].eos_id
+    for stop in (True, False):
+        ref = _cli(m["pte"], m["dir"] / "tekken.json", m["wav"], "--streaming", f"--stop_at_eos={str(stop).lower()}")
+        s, err = _session(lib, model, Recorder(lib, tag=0).params(lib, stop_at_eos=stop))
+        _stream(lib, s, m["audio"], 1280)
+        ids, _ = _tokens(lib, s)
+        assert ids == ref["token_ids"] and eos in ids
+        assert (ids[-1] == eos) == stop  # stopped at the first EOS, or went on past it
+        lib.voxtral_rt_session_free(s)
+    rec = Recorder(lib, tag=0)
+    s, err = _session(lib, model, rec.params(lib, stop_at_eos=False, max_history=8))
+    _stream(lib, s, m["audio"], 1280)
+    n = lib.voxtral_rt_session_n_tokens(s)
+    assert rec.ids == ref["token_ids"] and 8 <= n <= 16 and _tokens(lib, s)[0] == rec.ids[-n:]
+    lib.voxtral_rt_session_free(s)
+    lib.voxtral_rt_model_free(model)

@@ -176,8 +176,8 @@ def _c_example(binary_dir: Path, model: Path, tok: Path, wav: Path, *args: str) 
     ("b.flac", ["130", "160"], ["--delay_ms", "160"]),
 ])
 def test_c_api_example_under_asan(tiny, audio, wav, args, flags):
-    """The C API from a C program through the ASan build of libvoxtral_rt.so, streamed in chunks: no report, no
-    leak, and the release CLI's tokens and text."""
+    """The C API from a C program through the ASan build of libvoxtral_rt.so, streamed in chunks, its segments and
+    words read: no report, no leak, and the release CLI's tokens and text."""
     tok = tiny["dir"] / "tekken.json"
     r, ids = _c_example(ASAN, tiny["fp32"], tok, audio / wav, *args)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
@@ -185,7 +185,9 @@ def test_c_api_example_under_asan(tiny, audio, wav, args, flags):
     assert ref.returncode == 0
     want = json.loads(ref.stdout)
     assert ids == want["token_ids"] and len(ids) > 0
-    assert r.stdout.decode().splitlines()[0] == want["text"]
+    out = r.stdout.decode().splitlines()
+    assert out[0] == want["text"]
+    assert any(line.startswith("[") for line in out[1:])  # the segments and their words were read too
 
 
 def test_c_api_example_error_paths_under_asan(tiny, audio, tmp_path):

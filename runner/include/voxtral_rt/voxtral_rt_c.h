@@ -24,7 +24,8 @@
  *     and write a NUL-terminated message into the caller's buffer `err` of `err_len` bytes (cut to fit; nothing is
  *     written when err is NULL or err_len is 0).
  *   * Session functions return -1 (or false/NULL) on failure; voxtral_rt_session_error() gives the message.
- *   * A NULL handle is an error, never a crash: counts are 0, strings are "", pointers NULL, results -1.
+ *   * A NULL handle is an error, never a crash: counts are 0, strings "" (voxtral_rt_session_error: "null
+ *     session"), pointers NULL, numbers -1, flags false; void functions do nothing.
  *
  * Ownership and lifetimes.
  *   * The caller owns every handle it gets and frees it once with the matching *_free (NULL is ignored).
@@ -32,7 +33,7 @@
  *     pointers into the session, valid until the next voxtral_rt_session_feed, _flush, _reset or _free on that
  *     session; text() and take_text() also until their own next call. Copy what you keep.
  *   * Pointers passed to a callback are valid only during that call.
- *   * Strings the caller passes in (paths) are read during the call only.
+ *   * What the caller passes in (paths, PCM samples, params) is read during the call only.
  *   * A session may outlive its model: voxtral_rt_model_free() with live sessions is fine (they keep the loaded
  *     model alive until they are freed).
  *
@@ -133,16 +134,17 @@ typedef struct voxtral_rt_token {
   const char* text;  /* the complete UTF-8 text this token releases (often "") */
 } voxtral_rt_token;
 
-/* A word: its text and audio times (start and end ms, from the delay-corrected token times; 80 ms grid). */
+/* A word: its text (no surrounding whitespace) and audio times in ms, derived from the delay-corrected token times
+ * (80 ms grid; the rules and their accuracy: voxtral_rt.h "Words and segments", docs/design.md). */
 typedef struct voxtral_rt_word {
   const char* text;
   double start_ms;
   double end_ms;
 } voxtral_rt_word;
 
-/* A segment: text split at pauses (SessionOptions::segment_pause_ms) and sentence ends, with its words. */
+/* A segment: the transcript split at pauses (segment_pause_ms), sentence ends and EOS, with its words. */
 typedef struct voxtral_rt_segment {
-  const char* text;
+  const char* text;  /* its words as in the transcript (leading space kept, as whisper's segments) */
   double start_ms;
   double end_ms;
   size_t n_words;
@@ -162,7 +164,8 @@ typedef struct voxtral_rt_session_params {
                                 (flat memory for endless streams; callbacks and take_text unaffected) */
   bool stop_at_eos;          /* true: the transcript ends at the first EOS (files); false: decoding goes on
                                 (live streams) */
-  int32_t segment_pause_ms;  /* a run of [STREAMING_PAD] at least this long ends a segment (default 640) */
+  int32_t segment_pause_ms;  /* a run of [STREAMING_PAD] at least this long ends a segment (default 640;
+                                0 = never at pauses) */
   voxtral_rt_token_callback token_callback;      /* optional: every generated token, from feed()/flush() */
   void* token_callback_user_data;
   voxtral_rt_segment_callback segment_callback;  /* optional: every finished segment, from feed()/flush() */
@@ -204,7 +207,9 @@ VOXTRAL_RT_API size_t voxtral_rt_session_n_tokens(const voxtral_rt_session* sess
 VOXTRAL_RT_API const int64_t* voxtral_rt_session_token_ids(const voxtral_rt_session* session);
 VOXTRAL_RT_API const double* voxtral_rt_session_token_times_ms(const voxtral_rt_session* session);
 
-/* Words and segments of the transcript so far; NULL when i is out of range. */
+/* Words and segments of the transcript so far (the last one may still grow until flush); NULL when i is out of
+ * range. With max_history, only the last ones are kept (as token records). segment_callback gets each segment once,
+ * when it is finished. */
 VOXTRAL_RT_API size_t voxtral_rt_session_n_words(voxtral_rt_session* session);
 VOXTRAL_RT_API const voxtral_rt_word* voxtral_rt_session_word(voxtral_rt_session* session, size_t i);
 VOXTRAL_RT_API size_t voxtral_rt_session_n_segments(voxtral_rt_session* session);
