@@ -1,7 +1,8 @@
 """The C API (runner/include/voxtral_rt/voxtral_rt_c.h, runner/build/libvoxtral_rt.so, built by `make runner`)
 through ctypes, with the structs defined here as a binding would: the demo model's samples and a tiny model fed
-in chunks give the CLI's `--json` tokens, times and text; callbacks fire with their user_data; bad inputs give
-clear error strings, never a crash. The same library under ASan: test_runner_asan.py."""
+in chunks give the CLI's `--json` tokens, times and text, and the Python twin's words and segments; callbacks fire
+with their user_data; bad inputs give clear error strings, never a crash. The same library under ASan:
+test_runner_asan.py."""
 
 from __future__ import annotations
 
