@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <memory>
 #include <new>
 #include <string>
@@ -89,37 +90,49 @@ struct voxtral_rt_audio {
 
 namespace {
 
-// Copies `msg` into the caller's buffer, cut to fit, always NUL-terminated.
-void set_err(char* err, size_t err_len, const std::string& msg) {
+// Copies `a` + `b` into the caller's buffer, cut to fit, always NUL-terminated. Allocates nothing.
+void set_err(char* err, size_t err_len, const char* a, const char* b = "") noexcept {
   if (err == nullptr || err_len == 0) return;
-  const size_t n = std::min(msg.size(), err_len - 1);
-  std::memcpy(err, msg.data(), n);
+  size_t n = 0;
+  for (const char* part : {a, b})
+    for (const char* c = part; *c != '\0' && n + 1 < err_len; ++c) err[n++] = *c;
   err[n] = '\0';
 }
 
-// The message for an exception caught at the C boundary.
-std::string describe(std::exception_ptr e) {
+// The message of the exception being handled (call only from a catch block): a static string, or the
+// exception's what() with a prefix. Never throws, allocates nothing.
+void exception_message(const char** prefix, const char** what) noexcept {
+  *prefix = "internal error: ";
+  *what = "unknown exception";
   try {
-    std::rethrow_exception(e);
+    throw;
   } catch (const std::bad_alloc&) {
-    return "out of memory";
+    *prefix = "";
+    *what = "out of memory";
   } catch (const std::exception& x) {
-    return std::string("internal error: ") + x.what();
+    *what = x.what();
   } catch (...) {
-    return "internal error: unknown exception";
   }
+}
+
+void set_err_from_exception(char* err, size_t err_len) noexcept {
+  const char *prefix, *what;
+  exception_message(&prefix, &what);
+  set_err(err, err_len, prefix, what);
 }
 
 // Runs `f` for a session; on an exception records it as the session's error and returns `on_error`.
 template <typename T, typename F>
-T guarded(voxtral_rt_session* s, T on_error, F&& f) {
+T guarded(voxtral_rt_session* s, T on_error, F&& f) noexcept {
   if (s == nullptr) return on_error;
   try {
     return f();
   } catch (...) {
+    const char *prefix, *what;
+    exception_message(&prefix, &what);
     try {
-      s->error = describe(std::current_exception());
-    } catch (...) {  // no memory even for the message
+      s->error = std::string(prefix) + what;
+    } catch (...) {  // no memory even for the message: keep the previous one
     }
     return on_error;
   }
@@ -239,7 +252,7 @@ voxtral_rt_model* voxtral_rt_model_load(const voxtral_rt_model_params* params, c
       return nullptr;
     }
     if (!check_struct_size(params, "voxtral_rt_model_params", "voxtral_rt_model_default_params", &error)) {
-      set_err(err, err_len, error);
+      set_err(err, err_len, error.c_str());
       return nullptr;
     }
     voxtral_rt::RunnerOptions o;
@@ -252,12 +265,12 @@ voxtral_rt_model* voxtral_rt_model_load(const voxtral_rt_model_params* params, c
     auto m = std::make_unique<voxtral_rt_model>();
     m->runner = voxtral_rt::Runner::load(o, &error);
     if (!m->runner) {
-      set_err(err, err_len, error);
+      set_err(err, err_len, error.c_str());
       return nullptr;
     }
     return m.release();  // the caller owns it: voxtral_rt_model_free
   } catch (...) {
-    set_err(err, err_len, describe(std::current_exception()));
+    set_err_from_exception(err, err_len);
     return nullptr;
   }
 }
@@ -317,10 +330,10 @@ voxtral_rt_session* voxtral_rt_session_create(voxtral_rt_model* model, const vox
   try {
     std::string error;
     auto h = make_session(model, params, &error);
-    if (!h) set_err(err, err_len, error);
+    if (!h) set_err(err, err_len, error.c_str());
     return h.release();  // the caller owns it: voxtral_rt_session_free
   } catch (...) {
-    set_err(err, err_len, describe(std::current_exception()));
+    set_err_from_exception(err, err_len);
     return nullptr;
   }
 }
@@ -436,10 +449,10 @@ voxtral_rt_session* voxtral_rt_transcribe(voxtral_rt_model* model, const float* 
       error = h->session->error();
       h.reset();
     }
-    if (!h) set_err(err, err_len, error);
+    if (!h) set_err(err, err_len, error.c_str());
     return h.release();
   } catch (...) {
-    set_err(err, err_len, describe(std::current_exception()));
+    set_err_from_exception(err, err_len);
     return nullptr;
   }
 }
@@ -455,12 +468,12 @@ voxtral_rt_audio* voxtral_rt_audio_load(const char* path, int32_t sample_rate, c
     auto a = std::make_unique<voxtral_rt_audio>();
     std::string error;
     if (!voxtral_rt::load_audio_file(path, sample_rate, &a->samples, &error)) {
-      set_err(err, err_len, error);
+      set_err(err, err_len, error.c_str());
       return nullptr;
     }
     return a.release();  // the caller owns it: voxtral_rt_audio_free
   } catch (...) {
-    set_err(err, err_len, describe(std::current_exception()));
+    set_err_from_exception(err, err_len);
     return nullptr;
   }
 }
