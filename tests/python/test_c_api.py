@@ -216,6 +216,11 @@ def _twin(tok: Tekken, ids: list[int], times: list[float], pause_ms: int) -> tup
             [(x.text, x.start_ms, x.end_ms, [(y.text, y.start_ms, y.end_ms) for y in x.words]) for x in sg])
 
 
+def _cli_segments(cli_json: dict) -> list:
+    return [(g["text"], g["start_ms"], g["end_ms"], [(w["text"], w["start_ms"], w["end_ms"]) for w in g["words"]])
+            for g in cli_json["segments"]]
+
+
 def _cli(pte: Path, tok: Path, wav: Path, *flags: str) -> dict:
     r = subprocess.run([str(RUNNER), "--model_path", str(pte), "--tokenizer_path", str(tok), "--audio_path", str(wav),
                         "--json", *flags], capture_output=True, text=True, timeout=600)
@@ -263,6 +268,7 @@ def test_demo_samples_same_tokens_as_cli(lib, demo_pte):
             assert times == ref["token_times_ms"], wav.name
             assert lib.voxtral_rt_session_text(s).decode() == ref["text"] == taken == "".join(rec.text), wav.name
             assert rec.ids == ids and rec.times == times and rec.user_data == {0xC0FFEE}
+            assert _words_and_segments(lib, s)[1] == _cli_segments(ref), wav.name
             assert lib.voxtral_rt_session_finished(s)
             assert lib.voxtral_rt_session_flush(s) == 0  # idempotent
             # The library's audio loader gives the Python reference's samples.
@@ -440,6 +446,7 @@ def test_bad_inputs_give_clear_errors(lib, tiny_model, tmp_path):
                      ({"max_enc_tokens": -1}, "max_enc_tokens must be >= 0"),
                      ({"draft_tokens": -2}, "draft_tokens must be >= -1"),
                      ({"max_history": -1}, "max_history must be >= 0"),
+                     ({"segment_pause_ms": -1}, "segment_pause_ms must be >= 0"),
                      ({"struct_size": 12}, "struct_size is 12")]:
         sp = lib.voxtral_rt_session_default_params()
         for k, v in kw.items():
@@ -506,15 +513,17 @@ def test_bad_inputs_give_clear_errors(lib, tiny_model, tmp_path):
 
 def test_words_and_segments_match_the_python_twin(lib, demo_pte, tiny_model):
     """Words and segments (getters and the segment callback) equal the Python twin's on the same tokens, for the
-    demo samples and a tiny model, at three pause lengths; segment_pause_ms reaches the session."""
+    demo samples and a tiny model, at three pause lengths, and the CLI's with its --segment_pause_ms;
+    segment_pause_ms reaches the session."""
     demo_model, err = _load(lib, demo_pte, DEMO / "tekken.json")
     assert demo_model, err
-    cases = [(demo_model, Tekken.from_file(DEMO / "tekken.json"), load_audio(w)) for w in SAMPLES]
-    cases.append((tiny_model["model"], Tekken.from_file(tiny_model["tok"]), load_audio(tiny_model["a"])))
+    cases = [(demo_model, Tekken.from_file(DEMO / "tekken.json"), w) for w in SAMPLES]
+    cases.append((tiny_model["model"], Tekken.from_file(tiny_model["tok"]), tiny_model["a"]))
     n_segments = {}
     for pause_ms in (640, 160, 0):
         n_segments[pause_ms] = 0
-        for model, tok, pcm in cases:
+        for model, tok, wav in cases:
+            pcm = load_audio(wav)
             rec = SegmentRecorder(tag=0x5E6)
             p = lib.voxtral_rt_session_default_params()
             p.segment_pause_ms, p.segment_callback, p.segment_callback_user_data = pause_ms, rec.cb, rec.tag
@@ -526,6 +535,9 @@ def test_words_and_segments_match_the_python_twin(lib, demo_pte, tiny_model):
             words, segments = _words_and_segments(lib, s)
             assert len(words) > 0 and (words, segments) == (want_words, want_segments), pause_ms
             assert rec.segments == want_segments and rec.user_data == {0x5E6}  # each finished segment once, in order
+            if model == demo_model and wav == SAMPLES[1]:
+                cli = _cli(demo_pte, DEMO / "tekken.json", wav, "--segment_pause_ms", str(pause_ms))
+                assert cli["token_ids"] == ids and _cli_segments(cli) == segments
             n_segments[pause_ms] += len(segments)
             # Pointers stay put until the next feed: reading other words and segments does not move word 0.
             w0 = C.addressof(lib.voxtral_rt_session_word(s, 0).contents)
