@@ -71,3 +71,34 @@ def tiny(tmp_path_factory):
     r = run_export(d, q, "--qlinear", "8da4w", "--qlinear-encoder", "8da4w", "--qembedding", "8w")
     assert r.returncode == 0, r.stderr[-3000:]
     return {"dir": d, "fp32": fp32, "q": q, "tok": Tekken.from_file(d / "tekken.json")}
+
+
+EOS_SCALE = 9.0  # tiny seed 5 on speech(6 s, seed 1): first EOS at generated token 8, ordinary tokens again after 20
+
+
+@pytest.fixture(scope="session")
+def eos_model(tmp_path_factory):
+    """The tiny random checkpoint with its EOS row (tied embedding and head) scaled so that EOS wins mid-stream: it
+    then emits a run of EOS and, after it, ordinary tokens again (test_live_eos, test_c_api)."""
+    import soundfile as sf
+    from safetensors.torch import load_file, save_file
+
+    from voxtral_rt.checkpoint import MISTRAL_WEIGHTS
+    from voxtral_rt.synth import synth
+    from voxtral_rt.tokenizer import Tekken
+
+    d = synth(tmp_path_factory.mktemp("eos") / "tiny", "tiny", seed=5)
+    tok = Tekken.from_file(d / "tekken.json")
+    sd = load_file(d / MISTRAL_WEIGHTS)
+    (name,) = [n for n in sd if n.endswith("tok_embeddings.weight")]
+    w = sd[name].clone()
+    w[tok.eos_id] *= EOS_SCALE
+    sd[name] = w
+    save_file(sd, d / MISTRAL_WEIGHTS, metadata={"format": "pt"})
+    pte = d / "fp32.pte"
+    r = run_export(d, pte)
+    assert r.returncode == 0, r.stderr[-3000:]
+    audio = speech(16000, 6.0, seed=1)
+    wav = d / "a.wav"
+    sf.write(wav, audio, 16000, subtype="FLOAT")
+    return {"dir": d, "tok": tok, "pte": pte, "audio": audio, "wav": wav}

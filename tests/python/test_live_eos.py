@@ -1,48 +1,19 @@
 """EOS in live streams: a file stops at the first EOS (transformers' generate), a live stream feeds the EOS back and
 goes on (the reference realtime server's behaviour), so nothing said after it is lost. The model is the tiny random
 checkpoint with its EOS row (tied embedding and head) scaled so that EOS wins mid-stream: it then emits a run of
-EOS and, after it, ordinary tokens again."""
+EOS and, after it, ordinary tokens again (conftest.eos_model)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 
-import numpy as np
-import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 from conftest import RUNNER_BIN as RUNNER
-from conftest import run_export, speech
-from voxtral_rt.checkpoint import MISTRAL_WEIGHTS, load_model
+from voxtral_rt.checkpoint import load_model
 from voxtral_rt.protocol import EagerEngine, transcribe
 from voxtral_rt.pte import PteEngine
-from voxtral_rt.synth import synth
-from voxtral_rt.tokenizer import Tekken
-
-EOS_SCALE = 9.0  # tiny seed 5 on speech(6 s, seed 1): first EOS at generated token 8, ordinary tokens again after 20
-
-
-@pytest.fixture(scope="module")
-def eos_model(tmp_path_factory):
-    d = synth(tmp_path_factory.mktemp("eos") / "tiny", "tiny", seed=5)
-    tok = Tekken.from_file(d / "tekken.json")
-    sd = load_file(d / MISTRAL_WEIGHTS)
-    (name,) = [n for n in sd if n.endswith("tok_embeddings.weight")]
-    w = sd[name].clone()
-    w[tok.eos_id] *= EOS_SCALE
-    sd[name] = w
-    save_file(sd, d / MISTRAL_WEIGHTS, metadata={"format": "pt"})
-    pte = d / "fp32.pte"
-    r = run_export(d, pte)
-    assert r.returncode == 0, r.stderr[-3000:]
-    audio = speech(16000, 6.0, seed=1)
-    wav = d / "a.wav"
-    import soundfile as sf
-
-    sf.write(wav, audio, 16000, subtype="FLOAT")
-    return {"dir": d, "tok": tok, "pte": pte, "audio": audio, "wav": wav}
 
 
 def _runner(m, *flags: str, stdin: bytes | None = None) -> dict:

@@ -161,3 +161,44 @@ def test_cli_output_formats_under_asan(tiny, audio, tmp_path, fmt):
         outs = [[x for x in o if "transcript.text.done" not in x] for o in outs]
     assert outs[0] == outs[1]
     assert any("-->" in x or "transcript.text.segment" in x for x in outs[0])  # at least one segment written
+
+
+def _c_example(binary_dir: Path, model: Path, tok: Path, wav: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[int]]:
+    """runner/tools/c_api_example.c (compiled as C, linked to that build's libvoxtral_rt.so): its exit code and the
+    token ids of its "tokens:" line."""
+    r = _run([binary_dir / "voxtral_rt_c_example", model, tok, wav, *args])
+    lines = [ln for ln in r.stderr.decode().splitlines() if "tokens:" in ln]
+    return r, ([int(x) for x in lines[-1].split("tokens:")[1].split()] if lines else [])
+
+
+@pytest.mark.parametrize("wav, args, flags", [
+    ("a.wav", [], []),
+    ("b.flac", ["130", "160"], ["--delay_ms", "160"]),
+])
+def test_c_api_example_under_asan(tiny, audio, wav, args, flags):
+    """The C API from a C program through the ASan build of libvoxtral_rt.so, streamed in chunks, its segments and
+    words read: no report, no leak, and the release CLI's tokens and text."""
+    tok = tiny["dir"] / "tekken.json"
+    r, ids = _c_example(ASAN, tiny["fp32"], tok, audio / wav, *args)
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    ref = _cli(RELEASE, tiny, "--json", "--audio_path", str(audio / wav), *flags)
+    assert ref.returncode == 0
+    want = json.loads(ref.stdout)
+    assert ids == want["token_ids"] and len(ids) > 0
+    out = r.stdout.decode().splitlines()
+    assert out[0] == want["text"]
+    assert any(line.startswith("[") for line in out[1:])  # the segments and their words were read too
+
+
+def test_c_api_example_error_paths_under_asan(tiny, audio, tmp_path):
+    """Load, audio and session errors through the C API: the message, the exit code, and nothing leaks."""
+    tok = tiny["dir"] / "tekken.json"
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    for model, wav, args, code, want in [
+        (tmp_path / "missing.pte", audio / "a.wav", [], 2, "cannot open model: No such file or directory"),
+        (tiny["fp32"], junk, [], 3, "cannot read audio"),
+        (tiny["fp32"], audio / "a.wav", ["80", "100"], 1, "delay 100 ms is not supported"),
+    ]:
+        r, _ = _c_example(ASAN, model, tok, wav, *args)
+        assert r.returncode == code and want in r.stderr.decode(), (model, wav, args, r.stderr.decode()[-2000:])
