@@ -195,7 +195,8 @@ def test_other_dtype_and_quantization_options(tiny, tmp_path, flags):
     assert _missing_wheel_ops(pte) == []
     eager = EagerEngine(prepare_model(str(tiny["dir"]), opt.get("--dtype", "fp32"), opt["--qlinear"],
                                       opt["--qlinear-encoder"], 32, opt.get("--qembedding", "none"), 32, 8, 16,
-                                      encoder_group_size=int(opt.get("--qlinear-encoder-group-size", 32))), 8, 16)
+                                      encoder_group_size=int(opt.get("--qlinear-encoder-group-size", 32))), 8, 16,
+                        cache_dtype=torch.float16 if opt.get("--dtype", "fp32") == "fp32" else None)  # the export's
     audio = _speech(16000, 2.5, 6)
     got = PteEngine(pte)
     ids = transcribe(got, tiny["tok"], audio)["token_ids"][:-1]
@@ -208,7 +209,9 @@ def test_other_dtype_and_quantization_options(tiny, tmp_path, flags):
     max_rel = 0.35 if opt.get("--dtype") == "bf16" else 0.2
     assert torch.isfinite(b).all() and rels.median() < 0.15 and rels.max() < max_rel and agree >= 0.7
     if opt.get("--dtype") != "bf16" and "8da" not in opt["--qlinear"] + opt["--qlinear-encoder"]:
-        assert rels.max() < 1e-3  # no activation quantization: the same weights give the same logits
+        # No activation quantization: the same weights give the same logits, up to the fp16 caches' rounding (the
+        # same fp16 K/V and probabilities, summed by torch's and XNNPACK's kernels in different orders).
+        assert rels.max() < 5e-3
 
 
 def _instructions(plan) -> list[str]:
