@@ -211,7 +211,7 @@ def test_other_dtype_and_quantization_options(tiny, tmp_path, flags):
     if opt.get("--dtype") != "bf16" and "8da" not in opt["--qlinear"] + opt["--qlinear-encoder"]:
         # No activation quantization: the same weights give the same logits, up to the fp16 caches' rounding (the
         # same fp16 K/V and probabilities, summed by torch's and XNNPACK's kernels in different orders).
-        assert rels.max() < 5e-3
+        assert rels.max() < 1e-2  # measured 1.8e-3 and 4.0e-3 in two runs
 
 
 def _instructions(plan) -> list[str]:
