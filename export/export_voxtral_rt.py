@@ -55,7 +55,7 @@ from voxtral_rt.checkpoint import CheckpointError  # noqa: E402
 from voxtral_rt.config import ConfigError  # noqa: E402
 from voxtral_rt.mel import export_log_mel  # noqa: E402
 from voxtral_rt.model import VoxtralRealtime, cast  # noqa: E402
-from voxtral_rt.pte import FORMAT_VERSION  # noqa: E402
+from voxtral_rt.pte import metadata  # noqa: E402
 from voxtral_rt.tokenizer import Tekken  # noqa: E402
 
 QLINEAR = ["8da4w", "8da8w", "4w", "8w", "none"]
@@ -426,41 +426,6 @@ def to_float32_module_by_module(model: nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------- export
-
-
-def metadata(model: VoxtralRealtime, tok: Tekken, max_enc_tokens: int, max_dec_tokens: int,
-             delay_tokens: int) -> dict[str, int]:
-    """Every number the runner needs. delay_tokens: the default transcription delay (default_delay_tokens); the
-    delay stays a text_decoder input, so the runner can still choose any trained one per session."""
-    a, e, au = model.args, model.args.encoder, tok.audio
-    return {
-        "format_version": FORMAT_VERSION,
-        "sample_rate": e.sampling_rate,
-        "hop_length": e.hop_length,
-        "window_size": e.window_size,
-        "num_mel_bins": e.num_mel_bins,
-        "samples_per_token": e.samples_per_token,
-        "mel_frames_per_token": e.mel_frames_per_token,
-        "enc_frames_per_token": e.downsample_factor,
-        "dim": a.dim,
-        "vocab_size": a.vocab_size,
-        "enc_sliding_window": e.sliding_window,
-        "dec_sliding_window": a.sliding_window,
-        "enc_cache_slots": model.enc_cache_slots,
-        "dec_cache_slots": model.dec_cache_slots,
-        "max_mel_frames": max_enc_tokens * e.mel_frames_per_token,
-        "max_enc_tokens": max_enc_tokens,
-        "max_dec_tokens": max_dec_tokens,
-        "default_delay_tokens": delay_tokens,
-        "left_pad_tokens": au.streaming_n_left_pad_tokens,
-        "right_pad_buffer_tokens": 10,
-        "bos_id": tok.bos_id,
-        "eos_id": tok.eos_id,
-        "streaming_pad_id": tok.streaming_pad_id,
-        "streaming_word_id": tok.streaming_word_id,
-        "num_special_tokens": tok.num_special_tokens,
-        "ms_per_token": int(round(au.ms_per_token)),
-    }
 
 
 def export_programs(model: VoxtralRealtime, max_enc_tokens: int, max_dec_tokens: int) -> dict:

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from voxtral_rt.checkpoint import load_model
 from voxtral_rt.protocol import EagerEngine, transcribe
-from voxtral_rt.pte import PteEngine, PteError
+from voxtral_rt.engine import PteEngine, PteError
 from voxtral_rt.tokenizer import Tekken
 from conftest import foreign_program, run_export
 

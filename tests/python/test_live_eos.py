@@ -17,7 +17,7 @@ from conftest import RUNNER_BIN as RUNNER
 from conftest import run_export, speech
 from voxtral_rt.checkpoint import MISTRAL_WEIGHTS, load_model
 from voxtral_rt.protocol import EagerEngine, transcribe
-from voxtral_rt.pte import PteEngine
+from voxtral_rt.engine import PteEngine
 from voxtral_rt.synth import synth
 from voxtral_rt.tokenizer import Tekken
 
