@@ -80,7 +80,7 @@ demo: runner $(ART)/demo_8da4w.pte
 
 # Re-exported when the model or the export code changes (an old .pte may have an older format_version).
 $(ART)/demo_8da4w.pte: models/demo/consolidated.safetensors models/demo/params.json export/export_voxtral_rt.py \
-		voxtral_rt/model.py voxtral_rt/mel.py | setup
+		voxtral_rt/model.py voxtral_rt/mel.py voxtral_rt/pte.py $(wildcard voxtral_rt/export/*.py) | setup
 	@mkdir -p $(ART)
 	$(PY) export/export_voxtral_rt.py --model-path models/demo --output $@ \
 	    --qlinear 8da4w --qlinear-encoder 8da4w --qembedding 8w

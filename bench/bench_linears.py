@@ -24,7 +24,6 @@ import torch
 import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "export"))
 sys.path.insert(0, str(ROOT))
 
 DIM = 3072
@@ -44,7 +43,6 @@ class Linears(nn.Module):
 
 
 def time_linears(shapes: list[tuple[int, int]], group_size: int, repeats: int, tmp: Path) -> dict:
-    import export_voxtral_rt as ex
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
         XnnpackDynamicallyQuantizedPartitioner,
         XnnpackPartitioner,
@@ -52,9 +50,11 @@ def time_linears(shapes: list[tuple[int, int]], group_size: int, repeats: int, t
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
     from executorch.runtime import Runtime
 
+    from voxtral_rt.export.quantize import quantize_linears
+
     torch.manual_seed(0)
     m = Linears(shapes).eval()
-    ex.quantize_linears(m, "8da4w", group_size, "bench", quiet=True)
+    quantize_linears(m, "8da4w", group_size, "bench", quiet=True)
     xs = tuple(torch.randn(1, 1, d) for d in m.inputs)
     ep = torch.export.export(m, xs, strict=True)
     et = to_edge_transform_and_lower(ep, partitioner=[XnnpackDynamicallyQuantizedPartitioner(), XnnpackPartitioner()],

@@ -40,7 +40,7 @@ def make_engine(model_dir: str | None, pte: str | None, dtype: str):
     import torch
 
     if pte:
-        from .pte import PteEngine
+        from .engine import PteEngine
 
         return PteEngine(pte), Path(pte).parent
     from .checkpoint import load_model

@@ -4,7 +4,7 @@ stream = zeros(L tokens) ++ audio ++ (at flush) zeros(alignment + D + 1 + 10 tok
 prompt = [BOS] + [STREAMING_PAD] * (L + D); decoder input at position p = tok_emb(token_p) + audio_emb[p];
 every generated token is fed back. Offline transcription is `feed(all); flush()`.
 
-The session talks to the model only through an `Engine` (eager PyTorch here, the .pte in `pte.py`), and
+The session talks to the model only through an `Engine` (eager PyTorch here, the .pte in `engine.py`), and
 its state fields are named like the C++ runner's so the two can be compared step by step.
 """
 

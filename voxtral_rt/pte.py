@@ -1,124 +1,86 @@
-"""Run an exported .pte through the ExecuTorch Python runtime, as an Engine for protocol.StreamingSession."""
+"""The .pte contract: what export/export_voxtral_rt.py writes and the runtimes read (voxtral_rt.engine.PteEngine,
+the C++ runner's runner/src/metadata.h). The methods' inputs and outputs: docs/design.md, ".pte interface"."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+from .config import OFFLINE_STREAMING_BUFFER_TOKENS
 
-from .model import ring_mask
-from .tokenizer import Tekken
+if TYPE_CHECKING:
+    from .model import VoxtralRealtime
+    from .tokenizer import Tekken
 
 FORMAT_VERSION = 3  # 2: attention masks are method inputs; 3: text_decoder returns the logits of every position
 METHODS = ("preprocessor", "audio_encoder", "token_embedding", "text_decoder")
-REQUIRED_META = (
-    "format_version", "sample_rate", "hop_length", "window_size", "num_mel_bins", "samples_per_token",
-    "mel_frames_per_token", "dim", "vocab_size", "max_mel_frames", "max_enc_tokens", "max_dec_tokens",
-    "default_delay_tokens", "left_pad_tokens", "bos_id", "eos_id", "streaming_pad_id", "num_special_tokens",
-    "enc_frames_per_token", "enc_sliding_window", "dec_sliding_window", "enc_cache_slots", "dec_cache_slots",
+
+# Every int64 constant method a .pte carries, in the order the exporter writes them. The C++ runner reads the same
+# list (VOXTRAL_RT_METADATA_KEYS in runner/src/metadata.h; tests/python/test_pte_contract.py compares the two).
+# All are required: format_version is read first and gates the rest, and every file of this version has them all.
+METADATA = (
+    ("format_version", "layout of the methods and their inputs (FORMAT_VERSION); read first"),
+    ("sample_rate", "Hz of the samples the preprocessor takes (16000)"),
+    ("hop_length", "samples per mel frame (160)"),
+    ("window_size", "STFT window in samples (400)"),
+    ("num_mel_bins", "mel bins per frame (128)"),
+    ("samples_per_token", "samples per audio token = decoder position (1280 = 80 ms)"),
+    ("mel_frames_per_token", "mel frames per token (8)"),
+    ("enc_frames_per_token", "encoder positions per token (4); audio_encoder's enc_pos counts these"),
+    ("dim", "width of the audio and token embeddings the decoder sums (3072)"),
+    ("vocab_size", "logits per position"),
+    ("enc_sliding_window", "encoder attention window, in encoder positions"),
+    ("dec_sliding_window", "decoder attention window, in positions"),
+    ("enc_cache_slots", "encoder KV ring slots (window + longest chunk): the audio_encoder mask's most columns"),
+    ("dec_cache_slots", "decoder KV ring slots (window + max_dec_tokens): the text_decoder mask's most columns"),
+    ("max_mel_frames", "most mel frames per preprocessor call"),
+    ("max_enc_tokens", "most tokens per audio_encoder call"),
+    ("max_dec_tokens", "most positions per token_embedding / text_decoder call"),
+    ("default_delay_tokens", "transcription delay when the caller asks for none (export's --delay-ms)"),
+    ("left_pad_tokens", "silent tokens before the audio; the prompt is BOS + STREAMING_PAD x (left pad + delay)"),
+    ("right_pad_buffer_tokens", "silent tokens past the delay + 1 at the end of a stream, so the last words come out"),
+    ("bos_id", "<s>, the prompt's first token"),
+    ("eos_id", "</s>, the end of the transcript"),
+    ("streaming_pad_id", "[STREAMING_PAD]: no text at this position"),
+    ("streaming_word_id", "[STREAMING_WORD] (special, no text); the runners check it against the tokenizer"),
+    ("num_special_tokens", "ids below this are special tokens (no text)"),
+    ("ms_per_token", "milliseconds per token (80)"),
 )
+METADATA_KEYS = tuple(key for key, _ in METADATA)
 
 
-OPTIONAL_META = ("right_pad_buffer_tokens", "streaming_word_id", "ms_per_token")
-
-
-class PteError(ValueError):
-    pass
-
-
-@contextlib.contextmanager
-def _without_cpuinfo_chatter():
-    """The runtime's threadpool logs five lines of CPU probing ("[cpuinfo_utils.cpp:71] Reading file ...") to
-    fd 2 when the first method loads; the Python runtime offers no log hook (the C++ runner routes them, see
-    route_executorch_logs). Capture fd 2 for the block and pass on every other line."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            kept = [ln for ln in tmp.read().splitlines(keepends=True) if not ln.startswith(b"[cpuinfo_utils.cpp:")]
-            if kept:
-                sys.stderr.flush()
-                os.write(2, b"".join(kept))
-
-
-class PteEngine:
-    def __init__(self, path: str | Path, whole_ring: bool = True) -> None:
-        """whole_ring: attend the whole KV ring once it is 3/4 valid, as the C++ runner does (model.attended_slots),
-        so both make bit-identical calls; False attends only the valid prefix (the path before the runner's alias)."""
-        from executorch.runtime import Runtime
-
-        import executorch.kernels.quantized  # noqa: F401  registers quantized_decomposed kernels
-
-        path = Path(path)
-        if not path.is_file():
-            raise PteError(f"{path}: no such .pte file")
-        try:
-            self.program = Runtime.get().load_program(str(path))
-        except Exception as e:  # the runtime raises RuntimeError with a code
-            raise PteError(f"{path}: not a loadable ExecuTorch program ({e})") from None
-        names = set(self.program.method_names)
-        if "format_version" not in names:
-            raise PteError(f"{path}: no 'format_version' method; not a voxtral-rt .pte (re-export with export/export_voxtral_rt.py)")
-        self.meta = {"format_version": self._const("format_version")}
-        if self.meta["format_version"] != FORMAT_VERSION:
-            raise PteError(f"{path}: format_version {self.meta['format_version']} is not supported "
-                           f"(this build reads version {FORMAT_VERSION}); re-export the model")
-        missing = [m for m in METHODS + REQUIRED_META if m not in names]
-        if missing:
-            raise PteError(f"{path}: missing method(s) {', '.join(missing)}; re-export the model")
-        self.meta = {k: self._const(k) for k in REQUIRED_META + OPTIONAL_META if k in names}
-        # Load every method up front: they share the cache buffers.
-        with _without_cpuinfo_chatter():
-            self.methods = {m: self.program.load_method(m) for m in METHODS}
-        self.whole_ring = whole_ring
-        self.max_mel_frames = self.meta["max_mel_frames"]
-        self.max_enc_tokens = self.meta["max_enc_tokens"]
-        self.max_dec_tokens = self.meta["max_dec_tokens"]
-        ms_per_token = 1000 * self.meta["samples_per_token"] / self.meta["sample_rate"]
-        self.default_delay_ms = self.meta["default_delay_tokens"] * ms_per_token  # export's --delay-ms
-
-    def _const(self, name: str) -> int:
-        try:
-            out = self.program.load_method(name).execute([])
-            return int(out[0]) if not isinstance(out[0], torch.Tensor) else int(out[0].item())
-        except Exception as e:
-            raise PteError(f"metadata method '{name}' is not an int constant ({e}); re-export the model") from None
-
-    def check_tokenizer(self, tok: Tekken) -> None:
-        """The tokenizer must be the one the model was exported with."""
-        m = self.meta
-        for name, ours in [("vocab_size", tok.vocab_size), ("bos_id", tok.bos_id), ("eos_id", tok.eos_id),
-                           ("streaming_pad_id", tok.streaming_pad_id), ("num_special_tokens", tok.num_special_tokens),
-                           ("sample_rate", tok.audio.sampling_rate), ("left_pad_tokens", tok.audio.streaming_n_left_pad_tokens)]:
-            if m[name] != ours:
-                raise PteError(f"tokenizer does not match the model: {name} is {ours} in tekken.json but {m[name]} in the .pte")
-
-    def preprocess(self, window: np.ndarray) -> torch.Tensor:
-        return self.methods["preprocessor"].execute([torch.from_numpy(np.ascontiguousarray(window, np.float32))])[0].clone()
-
-    def encode(self, mel: torch.Tensor, enc_pos: int) -> torch.Tensor:
-        m = self.meta
-        n_frames = mel.shape[2] // m["mel_frames_per_token"] * m["enc_frames_per_token"]
-        mask = ring_mask(enc_pos, n_frames, m["enc_sliding_window"], m["enc_cache_slots"], self.whole_ring)
-        return self.methods["audio_encoder"].execute([mel.contiguous(), torch.tensor([enc_pos]), mask])[0][0].clone()
-
-    def embed(self, ids: list[int]) -> torch.Tensor:
-        return self.methods["token_embedding"].execute([torch.tensor([ids])])[0][0].clone()
-
-    def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor:
-        """h [S, dim] at positions pos..pos+S-1 -> logits [S, vocab] of every position."""
-        mask = ring_mask(pos, h.shape[0], self.meta["dec_sliding_window"], self.meta["dec_cache_slots"], self.whole_ring)
-        out = self.methods["text_decoder"].execute([h[None].contiguous(), torch.tensor([pos]), torch.tensor([n_delay]),
-                                                     mask])
-        return out[0][0].clone()
+def metadata(model: VoxtralRealtime, tok: Tekken, max_enc_tokens: int, max_dec_tokens: int,
+             delay_tokens: int) -> dict[str, int]:
+    """The constant methods of a .pte, in METADATA order. delay_tokens: the default transcription delay
+    (default_delay_tokens); the delay stays a text_decoder input, so the runner can still choose any trained one
+    per session."""
+    a, e, au = model.args, model.args.encoder, tok.audio
+    values = {
+        "format_version": FORMAT_VERSION,
+        "sample_rate": e.sampling_rate,
+        "hop_length": e.hop_length,
+        "window_size": e.window_size,
+        "num_mel_bins": e.num_mel_bins,
+        "samples_per_token": e.samples_per_token,
+        "mel_frames_per_token": e.mel_frames_per_token,
+        "enc_frames_per_token": e.downsample_factor,
+        "dim": a.dim,
+        "vocab_size": a.vocab_size,
+        "enc_sliding_window": e.sliding_window,
+        "dec_sliding_window": a.sliding_window,
+        "enc_cache_slots": model.enc_cache_slots,
+        "dec_cache_slots": model.dec_cache_slots,
+        "max_mel_frames": max_enc_tokens * e.mel_frames_per_token,
+        "max_enc_tokens": max_enc_tokens,
+        "max_dec_tokens": max_dec_tokens,
+        "default_delay_tokens": delay_tokens,
+        "left_pad_tokens": au.streaming_n_left_pad_tokens,
+        "right_pad_buffer_tokens": OFFLINE_STREAMING_BUFFER_TOKENS,
+        "bos_id": tok.bos_id,
+        "eos_id": tok.eos_id,
+        "streaming_pad_id": tok.streaming_pad_id,
+        "streaming_word_id": tok.streaming_word_id,
+        "num_special_tokens": tok.num_special_tokens,
+        "ms_per_token": int(round(au.ms_per_token)),
+    }
+    assert set(values) == set(METADATA_KEYS), set(values) ^ set(METADATA_KEYS)
+    return {key: values[key] for key in METADATA_KEYS}

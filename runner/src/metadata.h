@@ -11,7 +11,9 @@
 
 namespace voxtral_rt::detail {
 
-// Every int64 constant method of format_version 3, in design.md order. All are required.
+// Every int64 constant method of format_version 3, in design.md order. All are required. The same list, with a
+// line on each key, is voxtral_rt/pte.py's METADATA (the exporter writes it); tests/python/test_pte_contract.py
+// compares the two through `voxtral_rt_tests --list-keys`.
 #define VOXTRAL_RT_METADATA_KEYS(X) \
   X(format_version)                 \
   X(sample_rate)                    \
@@ -39,6 +41,13 @@ namespace voxtral_rt::detail {
   X(streaming_word_id)              \
   X(num_special_tokens)             \
   X(ms_per_token)
+
+// The keys' names, in that order.
+inline constexpr const char* kMetadataKeys[] = {
+#define VX_KEY_NAME(name) #name,
+    VOXTRAL_RT_METADATA_KEYS(VX_KEY_NAME)
+#undef VX_KEY_NAME
+};
 
 constexpr int64_t kFormatVersion = 3;  // 2: attention masks are method inputs; 3: all-position logits
 

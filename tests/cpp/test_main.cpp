@@ -469,6 +469,13 @@ static void test_metadata() {
   Status s = read_model_info(reader, "m.pte", &got);
   CHECK(!s.ok() && s.message().find("max_dec_tokens") != std::string::npos);
   kv["max_dec_tokens"] = 5;
+  for (const char* key : kMetadataKeys) {  // every key is required
+    const int64_t v = kv.at(key);
+    kv.erase(key);
+    s = read_model_info(reader, "m.pte", &got);
+    CHECK(!s.ok() && s.message().find(key) != std::string::npos);
+    kv[key] = v;
+  }
   for (int64_t v : {1, 2, 4}) {
     kv["format_version"] = v;
     s = read_model_info(reader, "m.pte", &got);
@@ -1146,7 +1153,11 @@ static void test_stream_words_and_segments() {
   }
 }
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "--list-keys") == 0) {  // the .pte metadata keys, for the contract test
+    for (const char* key : kMetadataKeys) std::printf("%s\n", key);
+    return 0;
+  }
   run("base64", test_base64);
   run("protocol_drafts", test_protocol_drafts);
   run("draft_policy", test_draft_policy);

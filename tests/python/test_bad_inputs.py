@@ -20,7 +20,7 @@ import soundfile as sf
 
 from voxtral_rt.audio import load_audio
 from voxtral_rt.protocol import transcribe
-from voxtral_rt.pte import PteEngine
+from voxtral_rt.engine import PteEngine
 from conftest import foreign_program, speech
 
 ROOT = Path(__file__).resolve().parents[2]

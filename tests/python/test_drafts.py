@@ -23,7 +23,7 @@ from conftest import speech
 from voxtral_rt.audio import load_audio
 from voxtral_rt.checkpoint import load_model
 from voxtral_rt.protocol import DraftPolicy, EagerEngine, StreamingSession, StreamParams, transcribe
-from voxtral_rt.pte import PteEngine
+from voxtral_rt.engine import PteEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "runner" / "build" / "voxtral_realtime_runner"

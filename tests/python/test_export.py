@@ -17,13 +17,11 @@ import torch.nn as nn
 
 from voxtral_rt.checkpoint import load_model
 from voxtral_rt.protocol import EagerEngine, transcribe
-from voxtral_rt.pte import PteEngine, PteError
+from voxtral_rt.engine import PteEngine, PteError
 from voxtral_rt.tokenizer import Tekken
 from conftest import foreign_program, run_export
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPORT = ROOT / "export" / "export_voxtral_rt.py"
-sys.path.insert(0, str(EXPORT.parent))  # the tests import its helpers (prepare_model, ...) lazily
 
 
 def _speech(sr: int, seconds: float, seed: int) -> np.ndarray:
@@ -96,15 +94,15 @@ def test_row_block_quantization_equals_whole_matrix(kind):
     result must be bit-identical to torchao quantizing the whole matrix, including a ragged last block."""
     from torchao.quantization import quantize_
 
-    from export_voxtral_rt import _embedding_config, _linear_config, quantize_rows
+    from voxtral_rt.export.quantize import embedding_config, linear_config, quantize_rows
 
     torch.manual_seed(0)
     w = (torch.randn(1000, 96) * torch.rand(1000, 1) * 3).to(torch.bfloat16)  # rows of different scales
     if kind == "8da4w":
-        whole, blocked, cfg = nn.Linear(96, 1000, bias=False), nn.Linear(96, 1000, bias=False), _linear_config("8da4w", 32)
+        whole, blocked, cfg = nn.Linear(96, 1000, bias=False), nn.Linear(96, 1000, bias=False), linear_config("8da4w", 32)
     else:
         whole, blocked = nn.Embedding(1000, 96), nn.Embedding(1000, 96)
-        cfg = _embedding_config(kind.split("-")[0], 32, 96)
+        cfg = embedding_config(kind.split("-")[0], 32, 96)
     whole.weight = nn.Parameter(w.float(), requires_grad=False)
     quantize_(whole, cfg, filter_fn=lambda m, fqn: True)
     blocked.weight = nn.Parameter(w.clone(), requires_grad=False)
@@ -117,19 +115,31 @@ def test_row_block_quantization_equals_whole_matrix(kind):
     assert torch.equal(whole(x), blocked(x))
 
 
+def test_toolchain_workarounds_name_their_versions():
+    """The workarounds patch internals of the pinned torch / executorch: the installed ones match, and another
+    version is named, with the workarounds it puts at risk."""
+    from voxtral_rt.export import toolchain
+
+    assert toolchain.version_mismatches() == []
+    assert set(toolchain.WORKAROUNDS.values()) == set(toolchain.PINNED)
+    assert all(callable(getattr(toolchain, name)) for name in toolchain.WORKAROUNDS)
+    found = toolchain.version_mismatches({"torch": "2.13.0+cpu", "executorch": "1.6.0"}.__getitem__)
+    assert len(found) == 1 and "executorch 1.6.0 is installed" in found[0] and "xnnpack_float_casts" in found[0]
+
+
 @pytest.mark.parametrize("kind", ["8da4w", "8da8w", "4w", "8w", "8w-embedding", "4w-embedding"])
 def test_plain_quantized_modules_equal_torchao(kind):
     """The exporter swaps torchao's quantized-weight tensor subclass for plain-tensor modules (cheaper to
     export); their outputs must be bit-identical to torchao's own, with no copy of the quantized data."""
     from torchao.quantization import quantize_
 
-    from export_voxtral_rt import _embedding_config, _linear_config, as_plain_quantized
+    from voxtral_rt.export.quantize import as_plain_quantized, embedding_config, linear_config
 
     torch.manual_seed(1)
     if kind.endswith("embedding"):
-        mod, cfg, x = nn.Embedding(300, 64), _embedding_config(kind.split("-")[0], 32, 64), torch.tensor([[0, 7, 299]])
+        mod, cfg, x = nn.Embedding(300, 64), embedding_config(kind.split("-")[0], 32, 64), torch.tensor([[0, 7, 299]])
     else:
-        mod, cfg, x = nn.Linear(64, 48), _linear_config(kind, 32), torch.randn(1, 5, 64) * 3
+        mod, cfg, x = nn.Linear(64, 48), linear_config(kind, 32), torch.randn(1, 5, 64) * 3
     quantize_(mod, cfg, filter_fn=lambda m, fqn: True)
     plain = as_plain_quantized(mod)
     assert plain is not mod and not any(hasattr(t, "qdata") for t in plain.parameters())
@@ -144,7 +154,7 @@ def test_quantized_pte_faithful_to_quantized_eager(tiny, pte_fp32):
     """8da4w linears + 8w embedding. The .pte must reproduce the same torchao-quantized model run eagerly
     (XNNPACK's int8 activation rounding differs slightly from torchao's reference). Against fp32 the
     agreement is reported: the synthetic weights are chaotic on purpose, so 4-bit error is amplified."""
-    from export_voxtral_rt import prepare_model
+    from voxtral_rt.export.prepare import prepare_model
 
     q = PteEngine(tiny["q"])
     assert tiny["q"].stat().st_size < tiny["fp32"].stat().st_size
@@ -185,7 +195,7 @@ def test_other_dtype_and_quantization_options(tiny, tmp_path, flags):
     """Every --dtype / --qlinear / --qembedding the CLI offers exports a .pte that runs on the wheel's runtime and
     reproduces the same options' eager model (weight-only linears have no XNNPACK kernel: float weights on the
     quantized grid, said in a warning; bf16 runs its dynamically quantized linears in fp32 for XNNPACK)."""
-    from export_voxtral_rt import prepare_model
+    from voxtral_rt.export.prepare import prepare_model
 
     pte = tmp_path / "v.pte"
     r = run_export(tiny["dir"], pte, *flags)
@@ -432,7 +442,7 @@ def test_odd_shapes_quantize_what_divides_and_keep_the_rest_float(tmp_path):
     from voxtral_rt.config import TINY_MODEL
     from voxtral_rt.synth import synth
 
-    from export_voxtral_rt import prepare_model
+    from voxtral_rt.export.prepare import prepare_model
 
     enc = dataclasses.replace(TINY_MODEL.encoder, dim=40, n_layers=3, n_heads=2, head_dim=32, hidden_dim=60,
                               sliding_window=17)

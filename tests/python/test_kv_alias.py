@@ -16,7 +16,7 @@ import torch
 from voxtral_rt.audio import load_audio
 from voxtral_rt.model import ATTEND_BLOCK, attended_slots
 from voxtral_rt.protocol import transcribe
-from voxtral_rt.pte import PteEngine
+from voxtral_rt.engine import PteEngine
 from conftest import speech
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import torch
 from conftest import RUNNER_BIN as RUNNER
 from voxtral_rt.checkpoint import load_model
 from voxtral_rt.protocol import EagerEngine, transcribe
-from voxtral_rt.pte import PteEngine
+from voxtral_rt.engine import PteEngine
 
 
 def _runner(m, *flags: str, stdin: bytes | None = None) -> dict:
