@@ -34,8 +34,14 @@ from bench_runner import memory_bandwidth_gbs  # noqa: E402
 
 KV_BENCH = ROOT / "runner" / "build" / "voxtral_rt_kv_bench"
 MS_PER_TOKEN = 80
-LEFT_PAD_TOKENS = 32  # the real model's; only shifts the positions by 2.6 s
 ENC_FRAMES_PER_TOKEN = 4
+
+
+def left_pad_tokens(pte: str) -> int:
+    """The .pte's own left pad (metadata): the decoder position of stream time 0."""
+    from executorch.runtime import Runtime
+
+    return int(Runtime.get().load_program(pte).load_method("left_pad_tokens").execute([])[0])
 
 
 def tokens_per_call(ids: list[int], pad_id: int, k: int) -> float:
@@ -78,7 +84,10 @@ def main() -> int:
     ks = [int(k) for k in a.dec_k.split(",")]
     tpc = {k: tokens_per_call(ids, a.pad_id, k) for k in ks}
     seconds = [float(s) for s in a.seconds.split(",")]
-    dec_pos = [LEFT_PAD_TOKENS + round(s * 1000 / MS_PER_TOKEN) for s in seconds]
+    left_pad = left_pad_tokens(a.pte)
+    if a.baseline_pte and left_pad_tokens(a.baseline_pte) != left_pad:
+        raise SystemExit("--pte and --baseline-pte have different left pads: their stream positions would differ")
+    dec_pos = [left_pad + round(s * 1000 / MS_PER_TOKEN) for s in seconds]
     enc_pos = [ENC_FRAMES_PER_TOKEN * d for d in dec_pos]
     ptes = {"ours": a.pte, **({"baseline": a.baseline_pte} if a.baseline_pte else {})}
     runs: dict[str, list[dict]] = {name: [] for name in ptes}

@@ -39,6 +39,20 @@ def foreign_program(path: Path, meta: dict) -> Path:
     return path
 
 
+def planned_bytes(pte: Path) -> tuple[int, int]:
+    """The .pte's memory plan as Module's shared arenas hold it: per mem id, the largest method's planned bytes, for
+    id 1 (activations) and id 2 (mutable buffers: K/V rings and conv state). Id 0 is reserved."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    prog = deserialize_pte_binary(pte.read_bytes())
+    prog = getattr(prog, "program", prog)
+    top = [0, 0]
+    for plan in prog.execution_plan:
+        for i, n in enumerate(list(plan.non_const_buffer_sizes)[1:3]):
+            top[i] = max(top[i], n)
+    return top[0], top[1]
+
+
 def run_export(model_dir: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(EXPORT), "--model-path", str(model_dir), "--output", str(out),
                            "--max-enc-tokens", "8", "--max-dec-tokens", "16", *flags],

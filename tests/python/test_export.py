@@ -19,7 +19,7 @@ from voxtral_rt.checkpoint import load_model
 from voxtral_rt.protocol import EagerEngine, transcribe
 from voxtral_rt.engine import PteEngine, PteError
 from voxtral_rt.tokenizer import Tekken
-from conftest import foreign_program, run_export
+from conftest import foreign_program, planned_bytes, run_export
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -262,16 +262,6 @@ def test_each_layer_is_one_xnnpack_graph(tiny):
                 assert banned not in seq, (pte.name, plan.name, banned)
 
 
-def _mutable_buffer_bytes(pte: Path) -> int:
-    """Planned bytes of mem id 2 (the mutable buffers: K/V rings and conv state), largest over the methods."""
-    from executorch.exir._serialize._program import deserialize_pte_binary
-
-    prog = deserialize_pte_binary(pte.read_bytes())
-    prog = getattr(prog, "program", prog)
-    return max(list(plan.non_const_buffer_sizes)[2] for plan in prog.execution_plan
-               if len(plan.non_const_buffer_sizes) > 2)
-
-
 def test_fp16_caches_half_the_memory_same_tokens(tiny, tmp_path):
     """--kv-dtype fp16 (the default with fp32 weights) against the same export with fp32 caches: the rings take
     half the planned bytes, the layers stay one XNNPACK graph each (the fp32 <-> fp16 casts run inside it), and
@@ -280,7 +270,7 @@ def test_fp16_caches_half_the_memory_same_tokens(tiny, tmp_path):
     r = run_export(tiny["dir"], pte, "--kv-dtype", "fp16")
     assert r.returncode == 0, r.stderr[-3000:]
     assert _missing_wheel_ops(pte) == []
-    b32, b16 = _mutable_buffer_bytes(tiny["fp32"]), _mutable_buffer_bytes(pte)
+    b32, b16 = planned_bytes(tiny["fp32"])[1], planned_bytes(pte)[1]  # the mutable buffers
     assert 0.45 < b16 / b32 < 0.55, (b16, b32)  # the conv state stays fp32: a little over half
     from executorch.exir._serialize._program import deserialize_pte_binary
 

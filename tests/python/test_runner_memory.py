@@ -15,24 +15,10 @@ import soundfile as sf
 from voxtral_rt.audio import load_audio
 from voxtral_rt.protocol import transcribe
 from voxtral_rt.engine import PteEngine
-from conftest import run_export, speech
+from conftest import planned_bytes, run_export, speech
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "runner" / "build" / "voxtral_realtime_runner"
-
-
-def planned_arena_mib(pte: Path) -> float:
-    """What Module's shared arenas would hold: per mem id 1 and 2, the largest method's planned size."""
-    from executorch.exir._serialize._program import deserialize_pte_binary
-
-    prog = deserialize_pte_binary(pte.read_bytes())
-    prog = getattr(prog, "program", prog)
-    top = [0, 0]
-    for plan in prog.execution_plan:
-        sizes = list(plan.non_const_buffer_sizes)[1:3]  # index 0 is reserved; 1 = activations, 2 = mutable buffers
-        for i, n in enumerate(sizes):
-            top[i] = max(top[i], n)
-    return sum(top) / 2**20
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +41,7 @@ def wide(tmp_path_factory):
 
 def test_planned_memory_is_not_resident_after_load(wide):
     assert RUNNER.exists(), f"{RUNNER} missing: build it with `make runner`"
-    planned = planned_arena_mib(wide["pte"])
+    planned = sum(planned_bytes(wide["pte"])) / 2**20  # what the arenas would hold
     assert planned > 80, planned  # the point of this export: arenas dominate
     r = subprocess.run([str(RUNNER), "--model_path", str(wide["pte"]), "--tokenizer_path", str(wide["tok"]),
                         "--audio_path", str(wide["wav"]), "--json", "--stats"], capture_output=True, timeout=600)
