@@ -62,11 +62,14 @@ fuzz-build: setup deps-fuzz
 fuzz: fuzz-build
 	fuzz/run.sh $(FUZZ_SECONDS)
 
+# The Python suite runs on pytest-xdist workers (one per core by default): exports are single-threaded, and the
+# tiny models every file shares are exported once per run (tests/python/conftest.py, build_once).
+TEST_WORKERS ?= auto
 test-python: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test: setup runner runner-asan runner-tsan fuzz-build
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The embedded demo model (models/demo: a tiny Voxtral-architecture model trained by tools/train_demo.py on
 # espeak-ng speech, see README "Demo model"): export it as an 8da4w .pte, build the runner, and stream a bundled

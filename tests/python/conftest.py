@@ -1,13 +1,19 @@
-"""Shared fixtures: one tiny synthetic checkpoint exported once per test session (fp32 and 8da4w+8w)."""
+"""Shared fixtures: one tiny synthetic checkpoint exported once per test run (fp32 and 8da4w+8w), the demo model
+and the EOS model exported once. `make test` runs the suite on pytest-xdist workers; what they share is built once
+(build_once) by the first worker that asks, and the others wait for it."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPORT = ROOT / "export" / "export_voxtral_rt.py"
@@ -53,6 +59,45 @@ def planned_bytes(pte: Path) -> tuple[int, int]:
     return top[0], top[1]
 
 
+def build_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The directory `name`, filled by `build(dir)` once per test run and shared by all workers (each worker's
+    basetemp sits in one run directory). A failed build leaves nothing behind, so every worker that asks for it
+    reports the failure itself."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+    root.mkdir(exist_ok=True)
+    d = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (d / ".built").exists():
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir()
+            try:
+                build(d)
+            except BaseException:
+                shutil.rmtree(d, ignore_errors=True)
+                raise
+            (d / ".built").touch()
+    return d
+
+
+def _worker_index() -> int:
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+
+
+def exported(tmp_path_factory, name: str, model_dir: Path, *flags: str, tiny_shapes: bool = True) -> Path:
+    """`name`.pte of model_dir exported with flags, once per test run; the exporter's stderr is kept beside it
+    (export.log) so that every test can check what it printed."""
+    def build(d: Path) -> None:
+        r = run_export(model_dir, d / f"{name}.pte", *flags) if tiny_shapes else subprocess.run(
+            [sys.executable, str(EXPORT), "--model-path", str(model_dir), "--output", str(d / f"{name}.pte"), *flags],
+            capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        (d / "export.log").write_text(r.stderr)
+        shutil.copy(model_dir / "tekken.json", d)  # beside the .pte, as users keep it (the CLIs look there)
+
+    return build_once(tmp_path_factory, name, build) / f"{name}.pte"
+
+
 def run_export(model_dir: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(EXPORT), "--model-path", str(model_dir), "--output", str(out),
                            "--max-enc-tokens", "8", "--max-dec-tokens", "16", *flags],
@@ -63,12 +108,8 @@ def run_export(model_dir: Path, out: Path, *flags: str) -> subprocess.CompletedP
 def demo_pte(tmp_path_factory) -> Path:
     """The demo model (models/demo) exported once per test session, as `make demo` does it (8da4w linears +
     8-bit embedding)."""
-    out = tmp_path_factory.mktemp("demo") / "demo_8da4w.pte"
-    r = subprocess.run([sys.executable, str(EXPORT), "--model-path", str(ROOT / "models" / "demo"), "--output", str(out),
-                        "--qlinear", "8da4w", "--qlinear-encoder", "8da4w", "--qembedding", "8w"],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+    return exported(tmp_path_factory, "demo_8da4w", ROOT / "models" / "demo", "--qlinear", "8da4w",
+                    "--qlinear-encoder", "8da4w", "--qembedding", "8w", tiny_shapes=False)
 
 
 @pytest.fixture(scope="session")
@@ -76,15 +117,16 @@ def tiny(tmp_path_factory):
     from voxtral_rt.synth import synth
     from voxtral_rt.tokenizer import Tekken
 
-    d = synth(tmp_path_factory.mktemp("exp") / "tiny", "tiny", seed=5)
-    fp32 = d / "fp32.pte"  # all fp32, caches too: the one compared with eager fp32 for exact tokens
-    r = run_export(d, fp32, "--kv-dtype", "fp32")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "done:" in r.stderr and "peak RSS" in r.stderr  # progress + final figures are printed
-    q = d / "q.pte"  # as users export it: quantized, fp16 caches (the default)
-    r = run_export(d, q, "--qlinear", "8da4w", "--qlinear-encoder", "8da4w", "--qembedding", "8w")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return {"dir": d, "fp32": fp32, "q": q, "tok": Tekken.from_file(d / "tekken.json")}
+    d = build_once(tmp_path_factory, "tiny", lambda d: synth(d, "tiny", seed=5))
+    exports = {
+        "fp32": ("--kv-dtype", "fp32"),  # all fp32, caches too: the one compared with eager fp32 for exact tokens
+        "q": ("--qlinear", "8da4w", "--qlinear-encoder", "8da4w", "--qembedding", "8w"),  # as users export it:
+    }                                                                                  # quantized, fp16 caches
+    order = list(exports)[::-1] if _worker_index() % 2 else list(exports)  # two workers export one each
+    ptes = {k: exported(tmp_path_factory, f"tiny_{k}", d, *exports[k]) for k in order}
+    log = (ptes["fp32"].parent / "export.log").read_text()
+    assert "done:" in log and "peak RSS" in log  # progress + final figures are printed
+    return {"dir": d, **ptes, "tok": Tekken.from_file(d / "tekken.json")}
 
 
 EOS_SCALE = 9.0  # tiny seed 5 on speech(6 s, seed 1): first EOS at generated token 8, ordinary tokens again after 20
@@ -101,18 +143,19 @@ def eos_model(tmp_path_factory):
     from voxtral_rt.synth import synth
     from voxtral_rt.tokenizer import Tekken
 
-    d = synth(tmp_path_factory.mktemp("eos") / "tiny", "tiny", seed=5)
+    def build(d: Path) -> None:
+        synth(d, "tiny", seed=5)
+        sd = load_file(d / MISTRAL_WEIGHTS)
+        (name,) = [n for n in sd if n.endswith("tok_embeddings.weight")]
+        w = sd[name].clone()
+        w[Tekken.from_file(d / "tekken.json").eos_id] *= EOS_SCALE
+        sd[name] = w
+        save_file(sd, d / MISTRAL_WEIGHTS, metadata={"format": "pt"})
+        sf.write(d / "a.wav", speech(16000, 6.0, seed=1), 16000, subtype="FLOAT")
+
+    d = build_once(tmp_path_factory, "eos", build)
     tok = Tekken.from_file(d / "tekken.json")
-    sd = load_file(d / MISTRAL_WEIGHTS)
-    (name,) = [n for n in sd if n.endswith("tok_embeddings.weight")]
-    w = sd[name].clone()
-    w[tok.eos_id] *= EOS_SCALE
-    sd[name] = w
-    save_file(sd, d / MISTRAL_WEIGHTS, metadata={"format": "pt"})
-    pte = d / "fp32.pte"
-    r = run_export(d, pte)
-    assert r.returncode == 0, r.stderr[-3000:]
+    pte = exported(tmp_path_factory, "eos_fp32", d)
     audio = speech(16000, 6.0, seed=1)
     wav = d / "a.wav"
-    sf.write(wav, audio, 16000, subtype="FLOAT")
     return {"dir": d, "tok": tok, "pte": pte, "audio": audio, "wav": wav}

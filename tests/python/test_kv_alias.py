@@ -121,12 +121,9 @@ def test_long_stream_alias_same_tokens(tiny, long_wav, pte, args, chunk, delay_m
 def narrow(tiny, tmp_path_factory):
     """The tiny model with a 5-position decoder window: its ring (5 + 16 slots) is narrower than a prefill chunk
     of 16, so chunks straddle the wrap and the first calls already attend most of the ring."""
-    from conftest import run_export
+    from conftest import exported
 
-    out = tmp_path_factory.mktemp("narrow") / "w5.pte"
-    r = run_export(tiny["dir"], out, "--sliding-window", "5")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return {**tiny, "w5": out}
+    return {**tiny, "w5": exported(tmp_path_factory, "tiny_w5", tiny["dir"], "--sliding-window", "5")}
 
 
 @pytest.mark.parametrize("args,chunk", [((), 0), (("--streaming", "--chunk_ms", "80"), 1280)])

@@ -15,28 +15,23 @@ import soundfile as sf
 from voxtral_rt.audio import load_audio
 from voxtral_rt.protocol import transcribe
 from voxtral_rt.engine import PteEngine
-from conftest import planned_bytes, run_export, speech
+from conftest import exported, planned_bytes, speech
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "runner" / "build" / "voxtral_realtime_runner"
 
 
 @pytest.fixture(scope="module")
-def wide(tmp_path_factory):
-    from voxtral_rt.synth import synth
-    from voxtral_rt.tokenizer import Tekken
-
-    d = synth(tmp_path_factory.mktemp("wide") / "tiny", "tiny", seed=5)
-    pte = d / "wide.pte"
+def wide(tiny, tmp_path_factory):
     # 16384-slot decoder rings and 256-position decoder calls: ~110 MiB of planned memory, ~4 MiB of weights.
     # fp32 caches: with fp16 ones XNNPACK (1.5.1) sizes the buffers of its fp32 <-> fp16 score converts at the
     # upper-bound shapes and touches them (146 MiB for these shapes; ~100 MiB at 4b: docs/design.md), which is
     # not the planned memory this test is about.
-    r = run_export(d, pte, "--max-dec-tokens", "256", "--sliding-window", "16384", "--kv-dtype", "fp32")
-    assert r.returncode == 0, r.stderr[-3000:]
-    wav = d / "a.wav"
+    pte = exported(tmp_path_factory, "tiny_wide", tiny["dir"], "--max-dec-tokens", "256", "--sliding-window", "16384",
+                   "--kv-dtype", "fp32")
+    wav = tmp_path_factory.mktemp("wide") / "a.wav"
     sf.write(wav, speech(16000, 5.0, 7), 16000)
-    return {"pte": pte, "wav": wav, "tok": d / "tekken.json", "py_tok": Tekken.from_file(d / "tekken.json")}
+    return {"pte": pte, "wav": wav, "tok": tiny["dir"] / "tekken.json", "py_tok": tiny["tok"]}
 
 
 def test_planned_memory_is_not_resident_after_load(wide):
