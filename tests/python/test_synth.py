@@ -189,7 +189,8 @@ def test_pad_share_measured_on_speechlike_audio(tmp_path, share):
     """The eager tiny model emits [STREAMING_PAD] at the requested share of generated steps (+-0.04) on speech-like
     audio it was not calibrated on (another seed), exactly on the tokens the gate's energy rule predicts, in bursts."""
     from voxtral_rt.checkpoint import load_model
-    from voxtral_rt.protocol import EagerEngine, transcribe
+    from voxtral_rt.engine import EagerEngine
+    from voxtral_rt.protocol import transcribe
     from voxtral_rt.speechlike import speech_with_pauses
     from voxtral_rt.synth import pad_gate_energy, pad_gate_threshold
     from voxtral_rt.tokenizer import Tekken
