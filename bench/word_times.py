@@ -27,7 +27,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import train_demo as td  # noqa: E402
 from voxtral_rt.checkpoint import load_model  # noqa: E402
-from voxtral_rt.protocol import EagerEngine, transcribe  # noqa: E402
+from voxtral_rt.engine import EagerEngine  # noqa: E402
+from voxtral_rt.protocol import transcribe  # noqa: E402
 from voxtral_rt.tokenizer import Tekken  # noqa: E402
 
 

@@ -23,8 +23,8 @@ Targets (the streaming scheme; teacher forcing)
 Exactly the layout `voxtral_rt/protocol.py` decodes with. With L = left-pad tokens (tekken.json `audio`
 section; 8 for this model, the real model uses 32), D = delay tokens (480 ms -> 6), 80 ms = 1280 samples per token:
 
-* stream = zeros(L tokens) ++ audio ++ zeros(alignment + (D + 1 + 10) tokens) -> T audio tokens; its log-mel goes
-  through `encode(mel, enc_pos=0)` in one chunk -> audio_emb[0..T-1].
+* stream = zeros(L tokens) ++ audio ++ zeros(alignment + (D + 1 + B) tokens), B = OFFLINE_STREAMING_BUFFER_TOKENS
+  (10) -> T audio tokens; its log-mel goes through `encode(mel, enc_pos=0)` in one chunk -> audio_emb[0..T-1].
 * token sequence z[0..T-1]: z[0] = BOS, z[1..L+D] = [STREAMING_PAD] (the prompt), then [STREAMING_PAD] while
   waiting; a word whose last sample lies in audio token k (of the real audio) has its tokens (leading-space
   tokenization, " red") at z[L+D+k+1], z[L+D+k+2], ... one token per position. So the model outputs the word's
@@ -77,7 +77,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from voxtral_rt.audio import to_mono_16k  # noqa: E402
-from voxtral_rt.config import REAL_AUDIO, AudioArgs, EncoderArgs, ModelArgs  # noqa: E402
+from voxtral_rt.config import OFFLINE_STREAMING_BUFFER_TOKENS, REAL_AUDIO, AudioArgs, EncoderArgs, ModelArgs  # noqa: E402
 
 SR = 16000
 SPT = 1280  # samples per audio token (80 ms)
@@ -300,7 +300,7 @@ def stream_tokens(ends: list[tuple[str, int, int]], n_samples: int, spell: dict[
                   bos: int, pad: int) -> list[int]:
     """z[0..T-1] of the scheme above (T = number of audio tokens of the padded stream)."""
     n_tok = -(-n_samples // SPT)
-    T = L + n_tok + D + 1 + 10
+    T = L + n_tok + D + 1 + OFFLINE_STREAMING_BUFFER_TOKENS
     z = [bos] + [pad] * (T - 1)
     nxt = L + D + 1
     for w, _, end in ends:
@@ -512,7 +512,8 @@ def _train_worker(rank: int, a: argparse.Namespace, spell: dict[str, list[int]],
         z = stream_tokens(ends, len(audio), spell, L, D, bos, pad)
         T = len(z)
         stream = np.concatenate([np.zeros(L * SPT, np.float32), audio,
-                                 np.zeros((-len(audio)) % SPT + (D + 11) * SPT, np.float32)])
+                                 np.zeros((-len(audio)) % SPT + (D + 1 + OFFLINE_STREAMING_BUFFER_TOKENS) * SPT,
+                                          np.float32)])
         assert len(stream) == T * SPT
         mel = log_mel(torch.from_numpy(stream), args.encoder)[None]  # [1, 128, 8T]
         tok = torch.tensor(z)

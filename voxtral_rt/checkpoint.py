@@ -105,27 +105,29 @@ def internal_to_native(name: str) -> str:
     return name
 
 
+def _layer_rules(ours: str, hf: str, attention_norm: str, ffn_norm: str, params: str) -> list[tuple[str, str]]:
+    """The rules of one kind of transformer layer (the encoder's and the decoder's have the same layout): `ours`
+    matches the layer prefix, its group 1 the layer index; `params` the parameter names its linears have (a group)."""
+    return [
+        (ours + r"attention\.w([qkvo])\." + params, hf + r"self_attn.\2_proj.\3"),
+        (ours + r"attention_norm\.weight", hf + attention_norm + ".weight"),
+        (ours + r"ffn_norm\.weight", hf + ffn_norm + ".weight"),
+    ] + [(ours + rf"feed_forward\.{w}\." + params, hf + rf"mlp.{proj}_proj.\2")
+         for w, proj in (("w1", "gate"), ("w3", "up"), ("w2", "down"))]
+
+
 # (internal regex, HF on-disk template) -- MODEL_FACTS §3.3 / transformers' converter, read in reverse.
-_ENC = r"whisper_encoder\.transformer\.layers\.(\d+)\."
 _HF_RULES: list[tuple[str, str]] = [
     (r"whisper_encoder\.conv_layers\.0\.conv\.(weight|bias)", r"audio_tower.embedder.conv1.\1"),
     (r"whisper_encoder\.conv_layers\.1\.conv\.(weight|bias)", r"audio_tower.embedder.conv2.\1"),
-    (_ENC + r"attention\.w([qkvo])\.(weight|bias)", r"audio_tower.layers.\1.self_attn.\2_proj.\3"),
-    (_ENC + r"attention_norm\.weight", r"audio_tower.layers.\1.self_attn_layer_norm.weight"),
-    (_ENC + r"ffn_norm\.weight", r"audio_tower.layers.\1.final_layer_norm.weight"),
-    (_ENC + r"feed_forward\.w1\.(weight|bias)", r"audio_tower.layers.\1.mlp.gate_proj.\2"),
-    (_ENC + r"feed_forward\.w3\.(weight|bias)", r"audio_tower.layers.\1.mlp.up_proj.\2"),
-    (_ENC + r"feed_forward\.w2\.(weight|bias)", r"audio_tower.layers.\1.mlp.down_proj.\2"),
+    *_layer_rules(r"whisper_encoder\.transformer\.layers\.(\d+)\.", r"audio_tower.layers.\1.",
+                  "self_attn_layer_norm", "final_layer_norm", r"(weight|bias)"),
     (r"whisper_encoder\.transformer\.norm\.weight", r"audio_tower.norm.weight"),
     (r"audio_language_projection\.0\.weight", r"multi_modal_projector.linear_1.weight"),
     (r"audio_language_projection\.2\.weight", r"multi_modal_projector.linear_2.weight"),
     (r"tok_embeddings\.weight", r"language_model.model.embed_tokens.weight"),
-    (r"layers\.(\d+)\.attention_norm\.weight", r"language_model.model.layers.\1.input_layernorm.weight"),
-    (r"layers\.(\d+)\.ffn_norm\.weight", r"language_model.model.layers.\1.post_attention_layernorm.weight"),
-    (r"layers\.(\d+)\.attention\.w([qkvo])\.weight", r"language_model.model.layers.\1.self_attn.\2_proj.weight"),
-    (r"layers\.(\d+)\.feed_forward\.w1\.weight", r"language_model.model.layers.\1.mlp.gate_proj.weight"),
-    (r"layers\.(\d+)\.feed_forward\.w3\.weight", r"language_model.model.layers.\1.mlp.up_proj.weight"),
-    (r"layers\.(\d+)\.feed_forward\.w2\.weight", r"language_model.model.layers.\1.mlp.down_proj.weight"),
+    *_layer_rules(r"layers\.(\d+)\.", r"language_model.model.layers.\1.",
+                  "input_layernorm", "post_attention_layernorm", r"(weight)"),
     (r"layers\.(\d+)\.ada_rms_norm_t_cond\.0\.weight", r"language_model.model.layers.\1.ada_rms_norm.linear1.weight"),
     (r"layers\.(\d+)\.ada_rms_norm_t_cond\.2\.weight", r"language_model.model.layers.\1.ada_rms_norm.linear2.weight"),
     (r"norm\.weight", r"language_model.model.norm.weight"),

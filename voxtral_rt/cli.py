@@ -14,6 +14,15 @@ class UsageError(Exception):
     pass
 
 
+DRAFT_TOKENS_HELP = ("most guessed [STREAMING_PAD] positions per decoder call, verified exactly (the tokens are the same "
+                     "for every value): 0 = one position per call; N = up to N guesses; -1 (default) = adapt to this "
+                     "machine and the audio (measures call costs and the PAD share)")
+EVAL_DESCRIPTION = """`python -m voxtral_rt eval MODEL DATA_DIR`: word error rate, real-time factor and per-step latency.
+
+MODEL is a checkpoint directory (eager PyTorch), a `.pte` (ExecuTorch Python runtime), or with `--runner PATH` a
+`.pte` run by the C++ `voxtral_realtime_runner` (one process per file, `--json --stats`)."""
+
+
 def _cmd_synth(a: argparse.Namespace) -> int:
     from .synth import synth
 
@@ -35,19 +44,15 @@ def _find_tokenizer(explicit: str | None, *dirs: Path) -> Path:
     raise UsageError(f"no tekken.json found in {', '.join(map(str, dirs))}; pass --tokenizer")
 
 
-def make_engine(model_dir: str | None, pte: str | None, dtype: str):
-    """Build the engine (eager model or .pte) and return it with the directory to look for tekken.json in."""
-    import torch
+def _check_tokenizer(engine, tok) -> None:
+    """A .pte compares every id and number it carries; an eager model has only its vocab size to compare."""
+    from .engine import PteEngine
 
-    if pte:
-        from .engine import PteEngine
-
-        return PteEngine(pte), Path(pte).parent
-    from .checkpoint import load_model
-    from .protocol import EagerEngine
-
-    model, _ = load_model(model_dir, dtype={"fp32": torch.float32, "bf16": torch.bfloat16}[dtype])
-    return EagerEngine(model.eval()), Path(model_dir)
+    if isinstance(engine, PteEngine):
+        engine.check_tokenizer(tok)
+    elif tok.vocab_size != engine.model.args.vocab_size:
+        raise UsageError(f"tokenizer vocab size {tok.vocab_size} does not match the model's "
+                         f"{engine.model.args.vocab_size}")
 
 
 class OutputError(Exception):
@@ -66,6 +71,7 @@ def _open_output(path: str | None) -> TextIO:
 
 def _cmd_transcribe(a: argparse.Namespace) -> int:
     from .audio import load_audio
+    from .engine import load_engine
     from .output import VTT_HEADER, delta_event, json_line, segment_event, srt_cue, vtt_cue
     from .protocol import transcribe
     from .tokenizer import Tekken
@@ -98,13 +104,9 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
 
     try:
         audio = load_audio(audio_path)
-        engine, tok_dir = make_engine(model_dir, a.pte, a.dtype)
-        tok = Tekken.from_file(_find_tokenizer(a.tokenizer, tok_dir))
-        if hasattr(engine, "check_tokenizer"):
-            engine.check_tokenizer(tok)
-        elif tok.vocab_size != engine.model.args.vocab_size:
-            raise UsageError(f"tokenizer vocab size {tok.vocab_size} does not match the model's "
-                             f"{engine.model.args.vocab_size}")
+        engine = load_engine(model_dir, a.pte, a.dtype)
+        tok = Tekken.from_file(_find_tokenizer(a.tokenizer, Path(a.pte).parent if a.pte else Path(model_dir)))
+        _check_tokenizer(engine, tok)
         sr = tok.audio.sampling_rate
         chunk = int(round(a.chunk_ms * sr / 1000))
         if a.chunk_ms > 0 and chunk == 0:
@@ -154,6 +156,56 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from .evaluate import load_pairs, run_python, run_runner, summarize
+    from .tokenizer import Tekken
+
+    pairs = load_pairs(a.data_dir)
+    if a.limit > 0:
+        pairs = pairs[: a.limit]
+    mp = Path(a.model)
+    is_pte = mp.suffix == ".pte"
+    if not is_pte and not mp.is_dir():
+        raise UsageError(f"{a.model}: neither a model directory nor a .pte file")
+    if a.runner and not is_pte:
+        raise UsageError("--runner needs a .pte model")
+    if a.draft_tokens < -1:
+        raise UsageError("--draft-tokens must be >= -1 (-1 = adaptive, 0 = one position per decoder call)")
+    if a.streaming and a.chunk_ms <= 0:
+        raise UsageError("--chunk-ms must be > 0 with --streaming")
+    tok_path = _find_tokenizer(a.tokenizer, mp.parent if is_pte else mp)
+    tok = Tekken.from_file(tok_path)
+    t0 = time.perf_counter()
+    if a.runner:
+        if not Path(a.runner).is_file():
+            raise UsageError(f"{a.runner}: runner binary not found (build it with `make runner`)")
+        engine_name, load_s = "runner", None
+        rows, timing = run_runner(a.runner, mp, tok_path, pairs, streaming=a.streaming, chunk_ms=a.chunk_ms,
+                                  delay_ms=a.delay_ms, threads=a.threads, draft_tokens=a.draft_tokens)
+    else:
+        import torch
+
+        from .engine import load_engine
+
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        engine = load_engine(None if is_pte else mp, mp if is_pte else None, a.dtype)
+        _check_tokenizer(engine, tok)
+        load_s = time.perf_counter() - t0
+        engine_name = "pte" if is_pte else f"eager-{a.dtype}"
+        chunk = int(round(a.chunk_ms * tok.audio.sampling_rate / 1000)) if a.streaming else 0
+        rows, timing = run_python(engine, tok, pairs, chunk_samples=chunk, delay_ms=a.delay_ms,
+                                  draft_tokens=a.draft_tokens)
+    summary = summarize(rows, timing, model=str(a.model), engine=engine_name, streaming=a.streaming,
+                        chunk_ms=a.chunk_ms, delay_ms=a.delay_ms, draft_tokens=a.draft_tokens, load_s=load_s)
+    if a.details:
+        with open(a.details, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    print(json.dumps(summary, ensure_ascii=False, indent=1 if a.pretty else None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m voxtral_rt", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -183,14 +235,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--segment-pause-ms", type=float, default=640,
                    help="a run of [STREAMING_PAD] this long (ms) ends a segment; segments also end after . ? ! and at "
                         "EOS; 0 = never at pauses (default 640)")
-    from .protocol import DRAFT_TOKENS_HELP
-
     t.add_argument("--draft-tokens", type=int, default=-1, help=DRAFT_TOKENS_HELP)
     t.set_defaults(fn=_cmd_transcribe)
 
-    from .evaluate import add_parser as add_eval_parser  # `eval`: WER / RTF / step latency over a data dir
-
-    add_eval_parser(sub)
+    e = sub.add_parser("eval", help="word error rate, RTF and step latency over DATA_DIR/*.wav + *.txt",
+                       description=EVAL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("model", metavar="MODEL_DIR_OR_PTE")
+    e.add_argument("data_dir", metavar="DATA_DIR", help="NAME.wav files with reference transcripts NAME.txt")
+    e.add_argument("--runner", help="run the .pte with this voxtral_realtime_runner binary instead of Python")
+    e.add_argument("--streaming", action="store_true", help="feed audio in --chunk-ms pieces, as a live stream")
+    e.add_argument("--chunk-ms", type=float, default=80, help="chunk size with --streaming (default 80)")
+    e.add_argument("--tokenizer", help="tekken.json (default: next to the model / .pte)")
+    e.add_argument("--delay-ms", type=float, default=None, help="transcription delay (default: the .pte's, else tekken.json's)")
+    e.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager model dtype")
+    e.add_argument("--limit", type=int, default=0, help="only the first N files (sorted by name)")
+    e.add_argument("--threads", type=int, default=0, help="CPU threads (torch / runner --threads; 0 = default)")
+    e.add_argument("--draft-tokens", type=int, default=-1, help=DRAFT_TOKENS_HELP)
+    e.add_argument("--details", help="write one JSON line per utterance (ref, hyp, token ids, timing) here")
+    e.add_argument("--pretty", action="store_true", help="indent the JSON")
+    e.set_defaults(fn=_cmd_eval)
     return p
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +25,29 @@ class ConfigError(ValueError):
 _REQUIRED = object()
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path, error: type[ConfigError] = ConfigError, expected: str = "a JSON file") -> dict:
+    """The JSON object in `path`; every failure is one `error` naming the file (`expected`: what a directory
+    given instead should have been)."""
     try:
         with open(path, "rb") as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
+        raise error(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, expected {expected}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        raise error(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object at top level")
+        raise error(f"{path}: expected a JSON object at top level")
     return data
+
+
+def _section(d: dict, key: str, where: str, name: str | None = None, hint: str = "") -> dict:
+    """d[key], which must be a JSON object; `name` is the field as the error names it (default: key)."""
+    v = d.get(key)
+    if not isinstance(v, dict):
+        raise ConfigError(f"{where}: missing field '{name or key}'{hint}")
+    return v
 
 
 def _get(d: dict, key: str, kind: type, where: str, default: Any = _REQUIRED, positive: bool = False) -> Any:
@@ -75,6 +87,26 @@ def _get(d: dict, key: str, kind: type, where: str, default: Any = _REQUIRED, po
     if positive and v <= 0:
         raise ConfigError(f"{where}: field '{key}' must be > 0, got {v!r}")
     return v
+
+
+def _mel_front_end(rates: dict, wr: str, mel: dict, wm: str) -> dict[str, Any]:
+    """The mel front-end fields EncoderArgs and AudioArgs share: the rates from `rates`, the STFT and mel sizes from
+    `mel` (params.json keeps all five in one section, tekken.json in two)."""
+    return dict(
+        sampling_rate=_get(rates, "sampling_rate", int, wr, positive=True),
+        frame_rate=_get(rates, "frame_rate", float, wr, positive=True),
+        num_mel_bins=_get(mel, "num_mel_bins", int, wm, positive=True),
+        hop_length=_get(mel, "hop_length", int, wm, positive=True),
+        window_size=_get(mel, "window_size", int, wm, positive=True),
+    )
+
+
+def _native_transformer(d: dict, where: str) -> dict[str, Any]:
+    """The fields a params.json transformer section (the decoder at the top level, the encoder's encoder_args)
+    has under the same names in both."""
+    kinds = {"dim": int, "n_layers": int, "head_dim": int, "hidden_dim": int, "rope_theta": float, "norm_eps": float,
+             "sliding_window": int}
+    return {name: _get(d, name, kind, where, positive=True) for name, kind in kinds.items()}
 
 
 # ----------------------------------------------------------------------------- model
@@ -159,7 +191,7 @@ class ModelArgs:
     @classmethod
     def from_params_json(cls, path: str | Path) -> "ModelArgs":
         path = Path(path)
-        p = _read_json(path)
+        p = read_json_object(path)
         w = str(path)
         if not _get(p, "ada_rms_norm_t_cond", bool, w, default=True):
             raise ConfigError(f"{w}: field 'ada_rms_norm_t_cond' is false; only delay-conditioned (realtime) models are supported")
@@ -167,57 +199,31 @@ class ModelArgs:
             raise ConfigError(f"{w}: field 'use_biases' is true; the realtime text decoder has no biases")
         if not _get(p, "tied_embeddings", bool, w, default=True):
             raise ConfigError(f"{w}: field 'tied_embeddings' is false; only tied embeddings are supported")
-        mm = p.get("multimodal")
-        if not isinstance(mm, dict):
-            raise ConfigError(f"{w}: missing field 'multimodal' (not an audio model?)")
-        wm = mm.get("whisper_model_args")
-        if not isinstance(wm, dict):
-            raise ConfigError(f"{w}: missing field 'multimodal.whisper_model_args'")
-        e = wm.get("encoder_args")
-        if not isinstance(e, dict):
-            raise ConfigError(f"{w}: missing field 'multimodal.whisper_model_args.encoder_args'")
+        mm = _section(p, "multimodal", w, hint=" (not an audio model?)")
+        wm = _section(mm, "whisper_model_args", w, "multimodal.whisper_model_args")
+        e = _section(wm, "encoder_args", w, "multimodal.whisper_model_args.encoder_args")
         we = w + " [multimodal.whisper_model_args.encoder_args]"
-        a = e.get("audio_encoding_args")
-        if not isinstance(a, dict):
-            raise ConfigError(f"{we}: missing field 'audio_encoding_args'")
+        a = _section(e, "audio_encoding_args", we)
         wa = we + "[audio_encoding_args]"
-        ds = wm.get("downsample_args")
-        if not isinstance(ds, dict):
-            raise ConfigError(f"{w}: missing field 'multimodal.whisper_model_args.downsample_args'")
+        ds = _section(wm, "downsample_args", w, "multimodal.whisper_model_args.downsample_args")
         enc_heads = _get(e, "n_heads", int, we, positive=True)
         if _get(e, "n_kv_heads", int, we, default=enc_heads) != enc_heads:
             raise ConfigError(f"{we}: field 'n_kv_heads' must equal n_heads (the encoder has no GQA)")
         if not _get(e, "causal", bool, we, default=True):
             raise ConfigError(f"{we}: field 'causal' is false; only the causal (realtime) encoder is supported")
         enc = EncoderArgs(
-            dim=_get(e, "dim", int, we, positive=True),
-            n_layers=_get(e, "n_layers", int, we, positive=True),
+            **_native_transformer(e, we),
             n_heads=enc_heads,
-            head_dim=_get(e, "head_dim", int, we, positive=True),
-            hidden_dim=_get(e, "hidden_dim", int, we, positive=True),
-            rope_theta=_get(e, "rope_theta", float, we, positive=True),
-            norm_eps=_get(e, "norm_eps", float, we, positive=True),
-            sliding_window=_get(e, "sliding_window", int, we, positive=True),
             use_biases=_get(e, "use_biases", bool, we, default=True),
-            num_mel_bins=_get(a, "num_mel_bins", int, wa, positive=True),
-            sampling_rate=_get(a, "sampling_rate", int, wa, positive=True),
-            hop_length=_get(a, "hop_length", int, wa, positive=True),
-            window_size=_get(a, "window_size", int, wa, positive=True),
-            frame_rate=_get(a, "frame_rate", float, wa, positive=True),
+            **_mel_front_end(a, wa, a, wa),
             global_log_mel_max=_get(a, "global_log_mel_max", float, wa),
             downsample_factor=_get(ds, "downsample_factor", int, w + " [downsample_args]", positive=True),
         )
         args = cls(
-            dim=_get(p, "dim", int, w, positive=True),
-            n_layers=_get(p, "n_layers", int, w, positive=True),
+            **_native_transformer(p, w),
             n_heads=_get(p, "n_heads", int, w, positive=True),
             n_kv_heads=_get(p, "n_kv_heads", int, w, positive=True),
-            head_dim=_get(p, "head_dim", int, w, positive=True),
-            hidden_dim=_get(p, "hidden_dim", int, w, positive=True),
             vocab_size=_get(p, "vocab_size", int, w, positive=True),
-            rope_theta=_get(p, "rope_theta", float, w, positive=True),
-            norm_eps=_get(p, "norm_eps", float, w, positive=True),
-            sliding_window=_get(p, "sliding_window", int, w, positive=True),
             ada_t_cond_dim=_get(p, "ada_rms_norm_t_cond_dim", int, w, positive=True),
             encoder=enc,
         )
@@ -286,7 +292,7 @@ class ModelArgs:
     @classmethod
     def from_hf_config(cls, path: str | Path) -> "ModelArgs":
         path = Path(path)
-        c = _read_json(path)
+        c = read_json_object(path)
         w = str(path)
         t = c.get("text_config")
         au = c.get("audio_config")
@@ -304,7 +310,7 @@ class ModelArgs:
 
         # Mel settings live in preprocessor_config.json next to config.json (transformers' feature extractor).
         pp_path = path.parent / "preprocessor_config.json"
-        pp = _read_json(pp_path) if pp_path.exists() else {}
+        pp = read_json_object(pp_path) if pp_path.exists() else {}
         wp = str(pp_path)
         n_heads = _get(t, "num_attention_heads", int, wt, positive=True)
         hidden = _get(t, "hidden_size", int, wt, positive=True)
@@ -353,7 +359,26 @@ class ModelArgs:
 # ----------------------------------------------------------------------------- audio protocol
 
 # mistral-common's OFFLINE_STREAMING_BUFFER_TOKENS: extra silence after the delay so the last words come out.
+# A .pte carries it as right_pad_buffer_tokens.
 OFFLINE_STREAMING_BUFFER_TOKENS = 10
+
+
+def delay_tokens(delay_ms: float, ms_per_token: float) -> int:
+    """Number of delay tokens for `delay_ms`; rejects delays the model was not trained for.
+
+    Allowed: multiples of one token (80 ms) from 1 to 15 tokens (80..1200 ms), and 30 tokens (2400 ms).
+    """
+    step = ms_per_token
+    n = delay_ms / step
+    if not math.isfinite(n) or abs(n - round(n)) > 1e-6:
+        raise ConfigError(f"delay {delay_ms:g} ms is not a multiple of {step:g} ms")
+    n = int(round(n))
+    if not (1 <= n <= 15 or n == 30):
+        raise ConfigError(
+            f"delay {delay_ms:g} ms is not supported: use a multiple of {step:g} ms from {step:g} to "
+            f"{15 * step:g} ms, or {30 * step:g} ms"
+        )
+    return n
 
 
 @dataclass(frozen=True)
@@ -383,29 +408,12 @@ class AudioArgs:
         return self.delay_tokens(self.transcription_delay_ms)
 
     def delay_tokens(self, delay_ms: float) -> int:
-        """Number of delay tokens for `delay_ms`; rejects delays the model was not trained for.
-
-        Allowed: multiples of one token (80 ms) from 1 to 15 tokens (80..1200 ms), and 30 tokens (2400 ms).
-        """
-        step = self.ms_per_token
-        n = delay_ms / step
-        if not math.isfinite(n) or abs(n - round(n)) > 1e-6:
-            raise ConfigError(f"delay {delay_ms:g} ms is not a multiple of {step:g} ms")
-        n = int(round(n))
-        if not (1 <= n <= 15 or n == 30):
-            raise ConfigError(
-                f"delay {delay_ms:g} ms is not supported: use a multiple of {step:g} ms from {step:g} to "
-                f"{15 * step:g} ms, or {30 * step:g} ms"
-            )
-        return n
-
-    def right_pad_tokens(self, n_delay: int) -> int:
-        return n_delay + 1 + OFFLINE_STREAMING_BUFFER_TOKENS
+        return delay_tokens(delay_ms, self.ms_per_token)
 
     @classmethod
     def from_tekken_json(cls, path: str | Path) -> "AudioArgs":
         path = Path(path)
-        t = _read_json(path)
+        t = read_json_object(path)
         return cls.from_dict(t.get("audio"), str(path))
 
     @classmethod
@@ -413,19 +421,13 @@ class AudioArgs:
         if not isinstance(a, dict):
             raise ConfigError(f"{where}: missing field 'audio' (this tokenizer has no audio/streaming section)")
         w = where + " [audio]"
-        enc = a.get("audio_encoding_config")
-        if not isinstance(enc, dict):
-            raise ConfigError(f"{w}: missing field 'audio_encoding_config'")
+        enc = _section(a, "audio_encoding_config", w)
         we = w + "[audio_encoding_config]"
         fmt = _get(a, "transcription_format", str, w, default="streaming")
         if fmt != "streaming":
             raise ConfigError(f"{w}: field 'transcription_format' is {fmt!r}; a realtime model needs 'streaming'")
         args = cls(
-            sampling_rate=_get(a, "sampling_rate", int, w, positive=True),
-            frame_rate=_get(a, "frame_rate", float, w, positive=True),
-            num_mel_bins=_get(enc, "num_mel_bins", int, we, positive=True),
-            hop_length=_get(enc, "hop_length", int, we, positive=True),
-            window_size=_get(enc, "window_size", int, we, positive=True),
+            **_mel_front_end(a, w, enc, we),
             transcription_delay_ms=_get(a, "transcription_delay_ms", float, w, positive=True),
             streaming_look_ahead_ms=_get(a, "streaming_look_ahead_ms", float, w),
             streaming_look_back_ms=_get(a, "streaming_look_back_ms", float, w),
@@ -501,6 +503,3 @@ TINY_MODEL = ModelArgs(
 )
 PRESETS = {"tiny": TINY_MODEL, "4b": REAL_MODEL}
 
-
-def as_dict(args: Any) -> dict:
-    return asdict(args)

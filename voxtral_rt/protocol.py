@@ -1,122 +1,27 @@
 """The streaming transcription protocol (mistral-common / vLLM), one code path for offline and live audio.
 
-stream = zeros(L tokens) ++ audio ++ (at flush) zeros(alignment + D + 1 + 10 tokens)
+stream = zeros(L tokens) ++ audio ++ (at flush) zeros(alignment + D + 1 + B tokens), B the right-pad buffer
 prompt = [BOS] + [STREAMING_PAD] * (L + D); decoder input at position p = tok_emb(token_p) + audio_emb[p];
 every generated token is fed back. Offline transcription is `feed(all); flush()`.
 
-The session talks to the model only through an `Engine` (eager PyTorch here, the .pte in `engine.py`), and
-its state fields are named like the C++ runner's so the two can be compared step by step.
+The session talks to the model only through an `Engine` (engine.py: eager PyTorch or a .pte), which also gives it
+its protocol numbers (`StreamParams`). Its state fields are named like the C++ runner's so the two can be compared
+step by step, and it times its own model calls (`SessionStats`, the C++ names).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Protocol
-
 import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 
-from .config import AudioArgs, ConfigError
+from .config import ConfigError
+from .engine import Engine, StreamParams
 from .tokenizer import Tekken
 from .transcript import DEFAULT_PAUSE_MS, Segment, TokenFeeder, TranscriptBuilder
-
-
-class Engine(Protocol):
-    """The four model methods (the same as the .pte's), plus chunk limits."""
-
-    max_mel_frames: int
-    max_enc_tokens: int
-    max_dec_tokens: int
-    default_delay_ms: float | None  # the model's own default (a .pte's export-time --delay-ms); None: tekken.json's
-
-    def preprocess(self, window: np.ndarray) -> torch.Tensor: ...  # stream samples -> mel [1, n_mels, n]
-
-    def encode(self, mel: torch.Tensor, enc_pos: int) -> torch.Tensor: ...  # -> [k, dim]
-
-    def embed(self, ids: list[int]) -> torch.Tensor: ...  # -> [S, dim]
-
-    def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor: ...  # [S, dim] -> logits [S, vocab]
-
-
-class EagerEngine:
-    """Engine over the eager PyTorch model."""
-
-    def __init__(self, model, max_enc_tokens: int = 64, max_dec_tokens: int = 64,
-                 cache_dtype: torch.dtype | None = None) -> None:
-        """cache_dtype: of the K/V caches (default: the model's; the export's --kv-dtype fp16 is torch.float16)."""
-        from .mel import LogMel
-
-        self.model = model
-        self.default_delay_ms = None  # tekken.json's transcription_delay_ms
-        self.max_enc_tokens = max_enc_tokens
-        self.max_dec_tokens = max_dec_tokens
-        self.max_mel_frames = max_enc_tokens * model.args.encoder.mel_frames_per_token
-        self.logmel = LogMel(model.args.encoder)
-        model.setup_caches(max_enc_tokens, max_dec_tokens, cache_dtype=cache_dtype)
-
-    @torch.no_grad()
-    def preprocess(self, window: np.ndarray) -> torch.Tensor:
-        return self.logmel(torch.from_numpy(window))
-
-    @torch.no_grad()
-    def encode(self, mel: torch.Tensor, enc_pos: int) -> torch.Tensor:
-        return self.model.encode(mel, torch.tensor([enc_pos]))[0]
-
-    @torch.no_grad()
-    def embed(self, ids: list[int]) -> torch.Tensor:
-        return self.model.embed(torch.tensor([ids]))[0]
-
-    @torch.no_grad()
-    def decode(self, h: torch.Tensor, pos: int, n_delay: int) -> torch.Tensor:
-        return self.model.decode(h[None], torch.tensor([pos]), torch.tensor([n_delay]), all_logits=True)[0]
-
-
-@dataclass
-class StreamParams:
-    """Protocol numbers, from tekken.json (`audio` section + special ids) and the model's mel settings."""
-
-    samples_per_token: int
-    hop_length: int
-    window_size: int
-    left_pad_tokens: int
-    n_delay: int
-    bos_id: int
-    eos_id: int
-    streaming_pad_id: int
-    ms_per_token: float
-    buffer_tokens: int = 10  # mistral-common OFFLINE_STREAMING_BUFFER_TOKENS
-
-    @property
-    def mel_frames_per_token(self) -> int:
-        return self.samples_per_token // self.hop_length
-
-    @property
-    def prompt(self) -> list[int]:
-        return [self.bos_id] + [self.streaming_pad_id] * (self.left_pad_tokens + self.n_delay)
-
-    @property
-    def right_pad_tokens(self) -> int:
-        return self.n_delay + 1 + self.buffer_tokens
-
-    @property
-    def lookahead_samples(self) -> int:
-        """Samples past a token's end its last mel frame needs (40 for 16 kHz: frame centre + n_fft/2 - hop)."""
-        return self.window_size // 2 - self.hop_length
-
-    @classmethod
-    def from_tokenizer(cls, tok: Tekken, delay_ms: float | None = None, engine: Engine | None = None) -> "StreamParams":
-        """delay_ms None: the engine's default (a .pte carries the one it was exported with), else tekken.json's."""
-        a: AudioArgs = tok.audio
-        if delay_ms is None and engine is not None:
-            delay_ms = engine.default_delay_ms
-        n_delay = a.delay_tokens(a.transcription_delay_ms if delay_ms is None else delay_ms)
-        return cls(
-            samples_per_token=a.samples_per_token, hop_length=a.hop_length, window_size=a.window_size,
-            left_pad_tokens=a.streaming_n_left_pad_tokens, n_delay=n_delay, bos_id=tok.bos_id, eos_id=tok.eos_id,
-            streaming_pad_id=tok.streaming_pad_id, ms_per_token=a.ms_per_token,
-        )
 
 
 def offline_padded_audio(audio: np.ndarray, p: StreamParams) -> np.ndarray:
@@ -127,11 +32,6 @@ def offline_padded_audio(audio: np.ndarray, p: StreamParams) -> np.ndarray:
         [np.zeros(p.left_pad_tokens * spt, np.float32), audio.astype(np.float32),
          np.zeros(align + p.right_pad_tokens * spt, np.float32)]
     )
-
-
-DRAFT_TOKENS_HELP = ("most guessed [STREAMING_PAD] positions per decoder call, verified exactly (the tokens are the same "
-                     "for every value): 0 = one position per call; N = up to N guesses; -1 (default) = adapt to this "
-                     "machine and the audio (measures call costs and the PAD share)")
 
 
 class DraftPolicy:
@@ -192,6 +92,17 @@ class DraftPolicy:
 
 
 @dataclass
+class SessionStats:
+    """Wall times of one stream's model calls, in ms (C++: SessionStats, the same names)."""
+
+    preprocess_ms: float = 0.0  # mel
+    encoder_ms: float = 0.0  # audio_encoder
+    decoder_ms: float = 0.0  # token_embedding + text_decoder (prefill and steps)
+    step_ms: list[float] = field(default_factory=list)  # each generation call after the prompt prefill (1..k positions)
+    feed_ms: list[float] = field(default_factory=list)  # each feed() call (mel + encoder + decoder work it triggered)
+
+
+@dataclass
 class StreamingSession:
     """One audio stream: feed 16 kHz mono float PCM in any chunk sizes, then flush(). Greedy decoding.
 
@@ -219,6 +130,7 @@ class StreamingSession:
     token_ids: list = field(default_factory=list)
     n_decoder_calls: int = 0  # greedy-step calls (the prompt prefill not counted)
     n_decoder_positions: int = 0  # positions those calls ran (accepted + rejected guesses)
+    stats: SessionStats = field(default_factory=SessionStats)
 
     def __post_init__(self) -> None:
         if self.draft_tokens < -1:
@@ -239,6 +151,7 @@ class StreamingSession:
         self.eos = False
         self.token_ids = []
         self.n_decoder_calls = self.n_decoder_positions = 0
+        self.stats = SessionStats()
         max_positions = self.engine.max_dec_tokens if self.draft_tokens < 0 else self.draft_tokens + 1
         self.policy = DraftPolicy(min(max_positions, self.engine.max_dec_tokens), adaptive=self.draft_tokens < 0)
 
@@ -251,9 +164,12 @@ class StreamingSession:
         pcm = np.asarray(pcm, dtype=np.float32).reshape(-1)
         if not np.isfinite(pcm).all():
             raise ValueError("audio contains NaN or Inf samples")
+        t0 = time.perf_counter()
         self._append(pcm)
         self.samples_consumed += len(pcm)
-        return self._advance()
+        out = self._advance()
+        self.stats.feed_ms.append(_ms_since(t0))
+        return out
 
     def flush(self) -> list[int]:
         """End of audio: append the right pad and decode to the end. Idempotent."""
@@ -301,8 +217,12 @@ class StreamingSession:
             k = min(ready - self.enc_tokens, e.max_enc_tokens, e.max_mel_frames // mpt)
             f0, n = self.enc_tokens * mpt, k * mpt
             s0 = f0 * hop - win // 2
+            t0 = time.perf_counter()
             mel = e.preprocess(self._window(s0, n * hop + win - hop))
+            t1 = time.perf_counter()
             emb = e.encode(mel, self.enc_tokens * mpt // 2)
+            self.stats.preprocess_ms += 1000 * (t1 - t0)
+            self.stats.encoder_ms += _ms_since(t1)
             self.audio_emb.extend(emb)
             self.enc_tokens += k
             # Samples before the next window's start are never needed again.
@@ -352,10 +272,12 @@ class StreamingSession:
             if self.enc_tokens < len(prompt):
                 return out
             logits = None
+            t0 = time.perf_counter()
             for c0 in range(0, len(prompt), e.max_dec_tokens):
                 ids = prompt[c0 : c0 + e.max_dec_tokens]
                 h = e.embed(ids) + torch.stack([self._emb(c0 + i) for i in range(len(ids))])
                 logits = e.decode(h, c0, p.n_delay)[-1]
+            self.stats.decoder_ms += _ms_since(t0)
             self.dec_pos = len(prompt)
             self._consume_emb()
             self._emit(logits, out)
@@ -369,7 +291,9 @@ class StreamingSession:
             t0 = time.perf_counter()
             h = e.embed(ids) + torch.stack([self._emb(self.dec_pos + i) for i in range(k)])
             logits = e.decode(h, self.dec_pos, p.n_delay)
-            ms = (time.perf_counter() - t0) * 1000
+            ms = _ms_since(t0)
+            self.stats.decoder_ms += ms
+            self.stats.step_ms.append(ms)
             self.n_decoder_calls += 1
             self.n_decoder_positions += k
             accepted = []
@@ -384,6 +308,10 @@ class StreamingSession:
         return out
 
 
+def _ms_since(t0: float) -> float:
+    return 1000 * (time.perf_counter() - t0)
+
+
 def transcribe(engine: Engine, tok: Tekken, audio: np.ndarray, delay_ms: float | None = None, chunk_samples: int = 0,
                draft_tokens: int = -1, stop_at_eos: bool = True, segment_pause_ms: float = DEFAULT_PAUSE_MS,
                on_delta: Callable[[str, float], None] | None = None,
@@ -395,7 +323,7 @@ def transcribe(engine: Engine, tok: Tekken, audio: np.ndarray, delay_ms: float |
     (before the delta of the token that finished it); `segments` in the result holds them as dicts."""
     if len(audio) == 0:
         raise ConfigError("audio is empty (0 samples)")
-    params = StreamParams.from_tokenizer(tok, delay_ms, engine)
+    params = engine.stream_params(tok, delay_ms)
     s = StreamingSession(engine, params, draft_tokens=draft_tokens, stop_at_eos=stop_at_eos)
     builder = TranscriptBuilder(segment_pause_ms, params.ms_per_token, on_segment=on_segment)
     feeder = TokenFeeder(tok, builder)

@@ -534,19 +534,3 @@ def add_synth_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--format", dest="fmt", choices=["mistral", "hf"], default="mistral",
                     help="mistral: params.json + consolidated.safetensors; hf: config.json + model.safetensors")
     ap.add_argument("--pad-share", type=float, default=None, metavar="P", help=PAD_SHARE_HELP)
-
-
-def main_synth(argv: list[str] | None = None) -> int:
-    """`python -m voxtral_rt synth OUT_DIR --preset tiny|4b [--seed N] [--format mistral|hf] [--pad-share P]`."""
-    ap = argparse.ArgumentParser(prog="voxtral_rt synth", description="Write a random checkpoint in a real on-disk format.")
-    add_synth_args(ap)
-    a = ap.parse_args(argv)
-    t0 = time.monotonic()
-    out = synth(a.out_dir, preset=a.preset, seed=a.seed, fmt=a.fmt, progress=True if a.preset == "4b" else None,
-                pad_share=a.pad_share)
-    print(f"[synth] wrote {a.preset} ({a.fmt}) to {out} in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main_synth())

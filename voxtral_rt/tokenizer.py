@@ -25,7 +25,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import AudioArgs, ConfigError
+from .config import AudioArgs, ConfigError, read_json_object
 
 __all__ = ["TokenizerError", "Tekken", "TextStream", "write_tekken_json", "mistral_common_vocab_path"]
 
@@ -78,19 +78,7 @@ class Tekken:
     @classmethod
     def from_file(cls, path: str | Path) -> "Tekken":
         p = Path(path)
-        w = str(p)
-        try:
-            with open(p, "rb") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise TokenizerError(f"{w}: file not found") from None
-        except IsADirectoryError:
-            raise TokenizerError(f"{w}: is a directory, expected a tekken.json file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise TokenizerError(f"{w}: not valid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise TokenizerError(f"{w}: expected a JSON object at top level")
-        return cls.from_dict(data, w)
+        return cls.from_dict(read_json_object(p, TokenizerError, "a tekken.json file"), str(p))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "<tekken>") -> "Tekken":

@@ -13,7 +13,8 @@ import torch
 from voxtral_rt.audio import load_audio
 from voxtral_rt.checkpoint import MISTRAL_WEIGHTS, load_model
 from voxtral_rt.evaluate import normalize
-from voxtral_rt.protocol import EagerEngine, transcribe
+from voxtral_rt.engine import EagerEngine
+from voxtral_rt.protocol import transcribe
 from voxtral_rt.tokenizer import Tekken
 
 ROOT = Path(__file__).resolve().parents[2]

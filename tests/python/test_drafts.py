@@ -22,8 +22,8 @@ import torch
 from conftest import speech
 from voxtral_rt.audio import load_audio
 from voxtral_rt.checkpoint import load_model
-from voxtral_rt.protocol import DraftPolicy, EagerEngine, StreamingSession, StreamParams, transcribe
-from voxtral_rt.engine import PteEngine
+from voxtral_rt.engine import EagerEngine, PteEngine, StreamParams
+from voxtral_rt.protocol import DraftPolicy, StreamingSession, transcribe
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "runner" / "build" / "voxtral_realtime_runner"
@@ -37,7 +37,7 @@ class PadBiased:
     def __init__(self, engine, tok, bias: float = PAD_BIAS, eos_pos: int | None = None) -> None:
         self.e, self.pad, self.eos, self.bias, self.eos_pos = engine, tok.streaming_pad_id, tok.eos_id, bias, eos_pos
         self.max_mel_frames, self.max_enc_tokens = engine.max_mel_frames, engine.max_enc_tokens
-        self.max_dec_tokens, self.default_delay_ms = engine.max_dec_tokens, engine.default_delay_ms
+        self.max_dec_tokens, self.stream_params = engine.max_dec_tokens, engine.stream_params
         self.calls: list[tuple[int, int]] = []
 
     def preprocess(self, window):

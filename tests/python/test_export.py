@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 
 from voxtral_rt.checkpoint import load_model
-from voxtral_rt.protocol import EagerEngine, transcribe
-from voxtral_rt.engine import PteEngine, PteError
+from voxtral_rt.engine import EagerEngine, PteEngine, PteError
+from voxtral_rt.protocol import transcribe
 from voxtral_rt.tokenizer import Tekken
 from conftest import foreign_program, planned_bytes, run_export
 
@@ -63,7 +63,8 @@ def test_pte_streaming_equals_offline(tiny, pte_fp32):
 
 def teacher_forced_logits(eng, tok: Tekken, audio: np.ndarray, ids: list[int]) -> torch.Tensor:
     """Logits at every position for a fixed token sequence (prompt + ids), offline stream, one engine."""
-    from voxtral_rt.protocol import StreamParams, offline_padded_audio
+    from voxtral_rt.engine import StreamParams
+    from voxtral_rt.protocol import offline_padded_audio
 
     p = StreamParams.from_tokenizer(tok)
     stream = offline_padded_audio(audio, p)

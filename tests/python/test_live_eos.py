@@ -12,8 +12,8 @@ import torch
 
 from conftest import RUNNER_BIN as RUNNER
 from voxtral_rt.checkpoint import load_model
-from voxtral_rt.protocol import EagerEngine, transcribe
-from voxtral_rt.engine import PteEngine
+from voxtral_rt.engine import EagerEngine, PteEngine
+from voxtral_rt.protocol import transcribe
 
 
 def _runner(m, *flags: str, stdin: bytes | None = None) -> dict:

@@ -19,7 +19,8 @@ import torch
 from voxtral_rt.audio import load_audio
 from voxtral_rt.checkpoint import load_model
 from voxtral_rt.config import TINY_MODEL, ConfigError
-from voxtral_rt.protocol import EagerEngine, StreamParams, offline_padded_audio, transcribe
+from voxtral_rt.engine import EagerEngine, StreamParams
+from voxtral_rt.protocol import offline_padded_audio, transcribe
 from voxtral_rt.synth import synth
 from voxtral_rt.tokenizer import Tekken
 

@@ -12,23 +12,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from voxtral_rt.checkpoint import (
-    expected_shapes,
-    internal_to_hf,
-    internal_to_native,
-    load_state_dict,
-    rope_heads,
-    rope_native_to_hf,
-)
+from voxtral_rt.checkpoint import (expected_shapes, internal_to_hf, internal_to_native, load_state_dict, rope_heads,
+                                   rope_native_to_hf)
 from voxtral_rt.config import REAL_AUDIO, REAL_MODEL, TINY_MODEL, AudioArgs, ModelArgs
-from voxtral_rt.synth import (
-    SafetensorsWriter,
-    convert_to_hf,
-    hf_config,
-    main_synth,
-    synth,
-    synth_state_dict,
-)
+from voxtral_rt.cli import main as cli_main
+from voxtral_rt.synth import SafetensorsWriter, convert_to_hf, hf_config, synth, synth_state_dict
 
 A = TINY_MODEL
 
@@ -135,12 +123,12 @@ def test_convert_to_hf_matches_synth(dirs, tmp_path):
 
 
 def test_main_synth(tmp_path):
-    assert main_synth([str(tmp_path / "x"), "--preset", "tiny", "--seed", "5", "--format", "hf"]) == 0
+    assert cli_main(["synth", str(tmp_path / "x"), "--preset", "tiny", "--seed", "5", "--format", "hf"]) == 0
     ref = synth_state_dict(A, seed=5)
     sd = load_state_dict(tmp_path / "x", A)
     assert all(torch.equal(sd[n], ref[n]) for n in ref)
     with pytest.raises(SystemExit):
-        main_synth([str(tmp_path / "y"), "--preset", "huge"])
+        cli_main(["synth", str(tmp_path / "y"), "--preset", "huge"])
 
 
 def test_writer_roundtrip_and_checks(tmp_path):
@@ -201,7 +189,8 @@ def test_pad_share_measured_on_speechlike_audio(tmp_path, share):
     """The eager tiny model emits [STREAMING_PAD] at the requested share of generated steps (+-0.04) on speech-like
     audio it was not calibrated on (another seed), exactly on the tokens the gate's energy rule predicts, in bursts."""
     from voxtral_rt.checkpoint import load_model
-    from voxtral_rt.protocol import EagerEngine, transcribe
+    from voxtral_rt.engine import EagerEngine
+    from voxtral_rt.protocol import transcribe
     from voxtral_rt.speechlike import speech_with_pauses
     from voxtral_rt.synth import pad_gate_energy, pad_gate_threshold
     from voxtral_rt.tokenizer import Tekken
@@ -239,6 +228,6 @@ def test_pad_share_same_weights_in_both_formats_and_only_gate_rows_change(tmp_pa
     # Outside the gate's rows/columns the values are the plain random ones.
     e, p = ref["tok_embeddings.weight"], plain["tok_embeddings.weight"]
     assert torch.equal(e[33:], p[33:]) and torch.equal(e[32, 1:], p[32, 1:]) and e[32, 0] == 1.0
-    assert main_synth([str(tmp_path / "x"), "--pad-share", "0.75"]) == 0
+    assert cli_main(["synth", str(tmp_path / "x"), "--pad-share", "0.75"]) == 0
     with pytest.raises(ValueError, match="pad-share"):
         synth(tmp_path / "y", "tiny", pad_share=1.0)

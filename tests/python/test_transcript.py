@@ -126,7 +126,7 @@ def _render(sentences: list[list[str]], wav: dict, word_gap_s: float, sentence_g
 @pytest.fixture(scope="module")
 def demo_engine():
     from voxtral_rt.checkpoint import load_model
-    from voxtral_rt.protocol import EagerEngine
+    from voxtral_rt.engine import EagerEngine
 
     model, _ = load_model(DEMO, dtype=torch.float32)
     return EagerEngine(model.eval()), Tekken.from_file(DEMO / "tekken.json")
