@@ -15,7 +15,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cinttypes>
 #include <cstring>
 #include <map>
@@ -26,6 +25,7 @@
 #include "log.h"
 #include "memtrace.h"
 #include "metadata.h"
+#include "util.h"
 
 // The wheel ships no extension/threadpool/threadpool.h, but libexecutorch_threadpool exports these symbols.
 namespace executorch::extension::threadpool {
@@ -48,10 +48,7 @@ using executorch::runtime::Error;
 using executorch::runtime::EValue;
 
 std::string et_error(Error e) {
-  char buf[96];
-  std::snprintf(buf, sizeof(buf), "ExecuTorch error 0x%x (%s)", static_cast<unsigned>(e),
-                executorch::runtime::to_string(e));
-  std::string s = buf;
+  std::string s = strf("ExecuTorch error 0x%x (%s)", static_cast<unsigned>(e), executorch::runtime::to_string(e));
   if (e == Error::OperatorMissing)
     s += "; a kernel is missing from the linked libraries (custom ops such as llama::custom_sdpa are not in the wheel)";
   if (e == Error::NotFound) s += "; a delegate backend (XNNPACK) is not registered or a method is missing";
@@ -89,11 +86,7 @@ class Mapping {
   size_t n_ = 0;
 };
 
-std::string mib(size_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
-  return buf;
-}
+std::string mib(size_t bytes) { return strf("%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0)); }
 
 // Planned memory as anonymous pages the kernel zero-fills on first touch: a page costs RSS only once a
 // method writes it. (Module's own arenas are std::vectors, zero-filled up front: at 4b that is ~3.8 GB
@@ -341,9 +334,9 @@ class EtBackend : public ModelBackend {
     for (const char* m : {kPreprocessorMethod, kAudioEncoderMethod, kTokenEmbeddingMethod, kTextDecoderMethod}) {
       if (!names_.count(m))
         return Status::error(path_ + ": missing method '" + m + "'; re-export with export/export_voxtral_rt.py");
-      const double t0 = now();
+      const double t0 = now_ms();
       VX_RETURN_IF_ERROR(load_method(m, xnn_options_ ? &xnn_options_->map : nullptr, kernels));
-      VX_LOG_DEBUG("loaded method %s in %.1f ms", m, now() - t0);
+      VX_LOG_DEBUG("loaded method %s in %.1f ms", m, now_ms() - t0);
       if (mem_trace_enabled()) trace_memory((std::string("loaded ") + m).c_str());
     }
     return Status();
@@ -414,11 +407,6 @@ class EtBackend : public ModelBackend {
   }
 
  private:
-  static double now() {
-    using namespace std::chrono;
-    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-  }
-
   // Executes `method` and copies its first output (float, `expected` elements) out of the Module: with
   // shared arenas the next method call may overwrite it.
   Status run(const char* method, const std::vector<EValue>& inputs, int64_t expected, std::vector<float>* out) {
@@ -430,12 +418,9 @@ class EtBackend : public ModelBackend {
     const auto& t = r->at(0).toTensor();
     if (t.scalar_type() != ScalarType::Float)
       return Status::error(std::string("method '") + method + "' returned a non-float32 tensor; re-export in fp32 I/O");
-    if (static_cast<int64_t>(t.numel()) != expected) {
-      char buf[160];
-      std::snprintf(buf, sizeof(buf), "method '%s' returned %zd values, expected %" PRId64, method,
-                    static_cast<ssize_t>(t.numel()), expected);
-      return Status::error(buf);
-    }
+    if (static_cast<int64_t>(t.numel()) != expected)
+      return Status::error(strf("method '%s' returned %zd values, expected %" PRId64, method,
+                                static_cast<ssize_t>(t.numel()), expected));
     out->resize(static_cast<size_t>(expected));
     std::memcpy(out->data(), t.const_data_ptr<float>(), static_cast<size_t>(expected) * sizeof(float));
     return Status();

@@ -1,18 +1,12 @@
 #include "stream.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cinttypes>
 #include <cmath>
-#include <cstdio>
-#include <cstring>
+
+#include "util.h"
 
 namespace voxtral_rt::detail {
-
-double now_ms() {
-  using namespace std::chrono;
-  return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
 
 int64_t argmax(const float* x, int64_t n) {
   int64_t best = 0;
@@ -22,16 +16,6 @@ int64_t argmax(const float* x, int64_t n) {
   }
   return n > 0 ? best : -1;
 }
-
-namespace {
-
-std::string strf(const char* fmt, int64_t a, int64_t b = 0, int64_t c = 0) {
-  char buf[512];
-  std::snprintf(buf, sizeof(buf), fmt, a, b, c);
-  return buf;
-}
-
-}  // namespace
 
 Stream::Stream(ModelBackend* model, const Tekken* tok, StreamConfig cfg)
     : model_(model),

@@ -132,7 +132,5 @@ class Stream {
 
 // First index of the maximum (torch.argmax); -1 if any NaN.
 int64_t argmax(const float* x, int64_t n);
-// Monotonic wall clock in milliseconds.
-double now_ms();
 
 }  // namespace voxtral_rt::detail

@@ -23,7 +23,6 @@
 #include <gflags/gflags.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -36,6 +35,7 @@
 #include "alias_kernels.h"
 #include "et_backend.h"
 #include "metadata.h"
+#include "util.h"
 
 DEFINE_string(model_path, "", "exported .pte (required)");
 DEFINE_string(dec_pos, "2000,5000,7500,9000", "decoder positions (comma-separated); one position per call");
@@ -60,11 +60,9 @@ using executorch::runtime::Error;
 using executorch::runtime::EValue;
 using voxtral_rt::detail::SliceAliasScope;
 using voxtral_rt::detail::SliceAliasState;
-
-double now_ms() {
-  using namespace std::chrono;
-  return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
+using voxtral_rt::detail::now_ms;
+using voxtral_rt::detail::percentile;
+using voxtral_rt::detail::strf;
 
 double clock_ms() {
   if (!FLAGS_cpu_time) return now_ms();
@@ -94,13 +92,7 @@ struct Result {
   std::vector<double> ms;
   std::vector<float> out;
   // "min/median" of the timed calls: the minimum is the figure least disturbed by other load on the machine.
-  std::string str() const {
-    std::vector<double> t = ms;
-    std::sort(t.begin(), t.end());
-    char buf[32] = "-";
-    if (!t.empty()) std::snprintf(buf, sizeof(buf), "%.0f/%.0f", t.front(), t[t.size() / 2]);
-    return buf;
-  }
+  std::string str() const { return ms.empty() ? "-" : strf("%.0f/%.0f", percentile(ms, 0), percentile(ms, 0.5)); }
 };
 
 // Runs `method` once for warm-up and --reps times timed; adds the times to *res and keeps the last output.
@@ -224,11 +216,10 @@ int main(int argc, char** argv) {
       for (auto [mode, res] : {std::pair<const char*, Result*>{"prefix", &prefix}, {"whole", &whole}, {"alias", &alias},
                                 {"runner", &runner}}) {
         if (res->ms.empty()) continue;
-        std::vector<double> t = res->ms;
-        std::sort(t.begin(), t.end());
         std::printf("{\"call\": \"%s\", \"pos\": %lld, \"k\": %lld, \"valid\": %lld, \"slots\": %lld, \"mode\": \"%s\", "
                     "\"ms_min\": %.2f, \"ms_median\": %.2f, \"n\": %zu}\n", what, (long long)pos, (long long)k,
-                    (long long)valid, (long long)slots, mode, t.front(), t[t.size() / 2], t.size());
+                    (long long)valid, (long long)slots, mode, percentile(res->ms, 0), percentile(res->ms, 0.5),
+                    res->ms.size());
       }
       std::fflush(stdout);
       return;
@@ -238,12 +229,9 @@ int main(int argc, char** argv) {
       checks = whole.out == alias.out ? "alias==whole bitwise" : "alias!=whole";
       checks += ", " + std::to_string((state.aliased() - aliased_before) / alias_calls) + " slices aliased per call";
     }
-    if (valid < slots && !prefix.out.empty() && !whole.out.empty()) {
-      char buf[128];
-      std::snprintf(buf, sizeof(buf), "; prefix vs whole max|d| %.3g%s", max_abs_diff(prefix.out, whole.out),
-                    enc || argmax(prefix.out) == argmax(whole.out) ? "" : " ARGMAX DIFFERS");
-      checks += buf;
-    }
+    if (valid < slots && !prefix.out.empty() && !whole.out.empty())
+      checks += strf("; prefix vs whole max|d| %.3g%s", max_abs_diff(prefix.out, whole.out),
+                     enc || argmax(prefix.out) == argmax(whole.out) ? "" : " ARGMAX DIFFERS");
     std::printf("%-8s %7lld %3lld %7lld %6lld %12s %12s %12s  %s\n", what, (long long)pos, (long long)k,
                 (long long)valid, (long long)slots, prefix.str().c_str(), whole.str().c_str(), alias.str().c_str(),
                 checks.c_str());
