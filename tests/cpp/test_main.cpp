@@ -705,7 +705,7 @@ static RunResult run_stream(const std::vector<float>& audio, size_t chunk, int64
     total += n_new;
     // never a decoder step whose audio embedding does not exist yet (FakeModel checks), and never
     // more generated tokens than positions with audio
-    CHECK(st.dec_pos() <= st.enc_pos());
+    CHECK(st.dec_pos() <= st.enc_tokens());
   }
   CHECK(st.flush(&n_new).ok());
   total += n_new;
