@@ -1,7 +1,6 @@
 #include "et_backend.h"
 
 #include <executorch/extension/module/module.h>
-#include <executorch/extension/tensor/tensor.h>
 #include <executorch/runtime/backend/backend_options_map.h>
 #include <executorch/runtime/backend/options.h>
 #include <executorch/runtime/core/data_loader.h>
@@ -22,6 +21,7 @@
 #include <utility>
 
 #include "alias_kernels.h"
+#include "et_tensor.h"
 #include "log.h"
 #include "memtrace.h"
 #include "metadata.h"
@@ -40,12 +40,7 @@ ThreadPool* get_threadpool();
 namespace voxtral_rt::detail {
 namespace {
 
-using executorch::aten::ScalarType;
-using executorch::extension::from_blob;
 using executorch::extension::Module;
-using executorch::extension::TensorPtr;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
 
 std::string et_error(Error e) {
   std::string s = strf("ExecuTorch error 0x%x (%s)", static_cast<unsigned>(e), executorch::runtime::to_string(e));
@@ -358,36 +353,30 @@ class EtBackend : public ModelBackend {
 
   Status preprocess(const float* window, int64_t n_frames, std::vector<float>* mel) override {
     const int64_t n = info_.hop_length * n_frames + info_.window_size - info_.hop_length;
-    auto x = from_blob(const_cast<float*>(window), {static_cast<int32_t>(n)}, ScalarType::Float);
+    auto x = tensor_view(window, {n});
     return run(kPreprocessorMethod, {EValue(*x)}, info_.num_mel_bins * n_frames, mel);
   }
 
   Status encode(const float* mel, int64_t n_tokens, int64_t enc_pos, std::vector<float>* emb) override {
-    const int64_t n_frames = info_.mel_frames_per_token * n_tokens;
-    auto x = from_blob(const_cast<float*>(mel),
-                       {1, static_cast<int32_t>(info_.num_mel_bins), static_cast<int32_t>(n_frames)},
-                       ScalarType::Float);
-    int64_t pos = enc_pos;
-    auto p = from_blob(&pos, {1}, ScalarType::Long);
+    auto x = tensor_view(mel, {1, info_.num_mel_bins, info_.mel_frames_per_token * n_tokens});
+    auto p = tensor_view(&enc_pos, {1});
     const int64_t n_rows = info_.enc_frames_per_token * n_tokens;
     const int64_t len = ring_mask(enc_pos, n_rows, info_.enc_sliding_window, info_.enc_cache_slots, &mask_, kv_alias_);
-    auto m = from_blob(mask_.data(), {static_cast<int32_t>(n_rows), static_cast<int32_t>(len)}, ScalarType::Float);
+    auto m = tensor_view(mask_.data(), {n_rows, len});
     return run(kAudioEncoderMethod, {EValue(*x), EValue(*p), EValue(*m)}, n_tokens * info_.dim, emb);
   }
 
   Status embed(const int64_t* ids, int64_t n, std::vector<float>* emb) override {
-    auto x = from_blob(const_cast<int64_t*>(ids), {1, static_cast<int32_t>(n)}, ScalarType::Long);
+    auto x = tensor_view(ids, {1, n});
     return run(kTokenEmbeddingMethod, {EValue(*x)}, n * info_.dim, emb);
   }
 
   Status decode(const float* x, int64_t n, int64_t pos, int64_t delay_tokens, std::vector<float>* logits) override {
-    auto e = from_blob(const_cast<float*>(x), {1, static_cast<int32_t>(n), static_cast<int32_t>(info_.dim)},
-                       ScalarType::Float);
-    int64_t p = pos, d = delay_tokens;
-    auto pt = from_blob(&p, {1}, ScalarType::Long);
-    auto dt = from_blob(&d, {1}, ScalarType::Long);
+    auto e = tensor_view(x, {1, n, info_.dim});
+    auto pt = tensor_view(&pos, {1});
+    auto dt = tensor_view(&delay_tokens, {1});
     const int64_t len = ring_mask(pos, n, info_.dec_sliding_window, info_.dec_cache_slots, &mask_, kv_alias_);
-    auto m = from_blob(mask_.data(), {static_cast<int32_t>(n), static_cast<int32_t>(len)}, ScalarType::Float);
+    auto m = tensor_view(mask_.data(), {n, len});
     return run(kTextDecoderMethod, {EValue(*e), EValue(*pt), EValue(*dt), EValue(*m)}, n * info_.vocab_size, logits);
   }
 
