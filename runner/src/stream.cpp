@@ -45,8 +45,8 @@ void Stream::reset() {
   buf_start_ = 0;
   stream_len_ = 0;
   samples_consumed_ = 0;
-  emb_.clear();
-  emb_start_ = 0;
+  audio_emb_.clear();
+  audio_emb_start_ = 0;
   enc_tokens_ = dec_pos_ = 0;
   next_token_ = -1;
   eos_ = flushed_ = started_ = false;
@@ -94,9 +94,9 @@ void Stream::trim_buffers() {
     buf_start_ = keep_from;
   }
   // Audio embeddings before dec_pos_ have been consumed.
-  if (dec_pos_ - emb_start_ >= 64) {
-    emb_.erase(emb_.begin(), emb_.begin() + (dec_pos_ - emb_start_) * info_.dim);
-    emb_start_ = dec_pos_;
+  if (dec_pos_ - audio_emb_start_ >= 64) {
+    audio_emb_.erase(audio_emb_.begin(), audio_emb_.begin() + (dec_pos_ - audio_emb_start_) * info_.dim);
+    audio_emb_start_ = dec_pos_;
   }
 }
 
@@ -195,7 +195,7 @@ Status Stream::encode_chunk(int64_t k) {
   if (static_cast<int64_t>(enc_out_.size()) != k * info_.dim)
     return Status::error(strf("audio_encoder returned %" PRId64 " values, expected %" PRId64 " x dim %" PRId64,
                               static_cast<int64_t>(enc_out_.size()), k, info_.dim));
-  emb_.insert(emb_.end(), enc_out_.begin(), enc_out_.end());
+  audio_emb_.insert(audio_emb_.end(), enc_out_.begin(), enc_out_.end());
   enc_tokens_ += k;
   stats_.n_audio_tokens = enc_tokens_;
   return Status();
@@ -210,7 +210,7 @@ Status Stream::decode_ready(int64_t* n_new) {
       return Status::error(strf("token_embedding returned %" PRId64 " values, expected %" PRId64 " x dim %" PRId64,
                                 static_cast<int64_t>(tok_emb_.size()), S, dim));
     x_.resize(static_cast<size_t>(S * dim));
-    const float* a = emb_.data() + (pos - emb_start_) * dim;
+    const float* a = audio_emb_.data() + (pos - audio_emb_start_) * dim;
     for (int64_t i = 0; i < S * dim; ++i) x_[static_cast<size_t>(i)] = tok_emb_[static_cast<size_t>(i)] + a[i];
     return Status();
   };

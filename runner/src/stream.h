@@ -68,7 +68,7 @@ class Stream {
   int64_t tokens_ready() const;                             // tokens whose mel frames can be computed now
   int64_t enc_tokens() const { return enc_tokens_; }        // audio tokens encoded so far
   int64_t dec_pos() const { return dec_pos_; }              // decoder positions run so far
-  int64_t n_audio_tokens_total() const { return flushed_ ? stream_len_ / info_.samples_per_token : -1; }
+  int64_t n_total_tokens() const { return flushed_ ? stream_len_ / info_.samples_per_token : -1; }  // after flush
 
  private:
   // Copy of stream samples [start, start + n) with zeros outside [0, stream_len_).
@@ -98,9 +98,9 @@ class Stream {
   int64_t buf_start_ = 0;
   int64_t stream_len_ = 0;
   int64_t samples_consumed_ = 0;
-  // audio embeddings: emb_[(t - emb_start_) * dim ...] is audio_emb[t]
-  std::vector<float> emb_;
-  int64_t emb_start_ = 0;
+  // audio embeddings: audio_emb_[(t - audio_emb_start_) * dim ...] is audio_emb[t] (consumed ones dropped in blocks)
+  std::vector<float> audio_emb_;
+  int64_t audio_emb_start_ = 0;
 
   int64_t enc_tokens_ = 0;   // audio tokens encoded so far (the next to encode)
   int64_t dec_pos_ = 0;      // next decoder position

@@ -681,7 +681,7 @@ static RunResult run_stream(const std::vector<float>& audio, size_t chunk, int64
   r.text = st.text();
   r.fake_errors = fake.errors;
   for (const auto& l : fake.log) std::printf("  fake: %s\n", l.c_str());
-  r.n_audio_tokens = st.n_audio_tokens_total();
+  r.n_audio_tokens = st.n_total_tokens();
   r.prompt_len = st.prompt_len();
   r.max_prefill = fake.max_prefill;
   r.max_enc_call = fake.max_enc_call;
