@@ -16,12 +16,10 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -29,6 +27,7 @@
 #include <vector>
 
 #include "output.h"
+#include "util.h"
 #include "voxtral_rt/audio.h"
 #include "voxtral_rt/voxtral_rt.h"
 
@@ -293,63 +292,14 @@ struct Emitter {
   }
 };
 
-double percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t i = static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-// A "VmXXX: N kB" line of /proc/self/status in MiB, or -1. VmHWM (peak RSS) restarts at exec; getrusage's
-// ru_maxrss can carry the parent's peak across fork+exec (a Python harness that allocated gigabytes would
-// show up here), so prefer /proc.
-double proc_status_mib(const char* key) {
-  long kb = -1;
-  if (FILE* f = std::fopen("/proc/self/status", "r")) {
-    char line[256];
-    const size_t n = std::strlen(key);
-    while (std::fgets(line, sizeof line, f)) {
-      if (std::strncmp(line, key, n) == 0 && line[n] == ':') {
-        kb = std::strtol(line + n + 1, nullptr, 10);
-        break;
-      }
-    }
-    std::fclose(f);
-  }
-  return kb >= 0 ? static_cast<double>(kb) / 1024.0 : -1.0;
-}
-
-double peak_rss_mib() {
-  const double hwm = proc_status_mib("VmHWM");
-  if (hwm >= 0) return hwm;
-  rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / 1024.0;
-}
-
 double g_rss_after_load_mib = -1;  // VmRSS once the model is loaded (weights packed, .pte pages released)
 double g_max_backlog_ms = -1;      // --stdin: most audio fed at one wake-up of the live worker
 
-void print_stats(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStats& s, double wall_ms, int sample_rate) {
-  const double audio_ms = 1000.0 * static_cast<double>(s.n_samples) / sample_rate;
-  std::fprintf(stderr,
-               "stats: load %.0f ms | audio %.2f s | wall %.0f ms | real-time factor %.3f\n"
-               "stats: %lld tokens generated, %.1f tokens/s (decoder), first token after %.0f ms\n"
-               "stats: decoder step p50 %.2f ms, p95 %.2f ms | mel %.0f ms | encoder %.0f ms (%lld calls, %lld tokens) "
-               "| decoder %.0f ms (%lld calls, %lld step calls over %lld positions)\n"
-               "stats: peak RSS %.1f MiB\n",
-               runner.load_ms(), audio_ms / 1000.0, wall_ms, audio_ms > 0 ? wall_ms / audio_ms : 0.0,
-               static_cast<long long>(s.n_generated),
-               s.decoder_ms > 0 ? 1000.0 * static_cast<double>(s.n_generated) / s.decoder_ms : 0.0, s.first_token_ms,
-               percentile(s.step_ms, 0.5), percentile(s.step_ms, 0.95), s.preprocess_ms, s.encoder_ms,
-               static_cast<long long>(s.n_encoder_calls), static_cast<long long>(s.n_audio_tokens), s.decoder_ms,
-               static_cast<long long>(s.n_decoder_calls), static_cast<long long>(s.n_step_calls),
-               static_cast<long long>(s.n_step_positions), peak_rss_mib());
-}
-
-// The same figures as print_stats, machine-readable (bench/ parses this).
+// The run's figures, machine-readable (the "stats" of --format json/jsonl; bench/ parses them). --stats prints
+// the same object as text (print_stats).
 nlohmann::json stats_json(const voxtral_rt::Runner& runner, const voxtral_rt::SessionStats& s, double wall_ms,
                           int sample_rate) {
+  using voxtral_rt::detail::percentile;
   const double audio_ms = 1000.0 * static_cast<double>(s.n_samples) / sample_rate;
   const double n_tok = static_cast<double>(std::max<int64_t>(1, s.n_audio_tokens));
   nlohmann::json j;
@@ -374,11 +324,29 @@ nlohmann::json stats_json(const voxtral_rt::Runner& runner, const voxtral_rt::Se
   j["n_step_calls"] = s.n_step_calls;
   j["n_step_positions"] = s.n_step_positions;
   j["tokens_per_step_call"] = s.n_step_calls > 0 ? static_cast<double>(s.n_generated - 1) / static_cast<double>(s.n_step_calls) : 0.0;
-  j["peak_rss_mib"] = peak_rss_mib();
+  j["peak_rss_mib"] = voxtral_rt::detail::peak_rss_mib();
   j["rss_after_load_mib"] = g_rss_after_load_mib;
-  j["rss_end_mib"] = proc_status_mib("VmRSS");
+  j["rss_end_mib"] = voxtral_rt::detail::proc_status_mib("VmRSS");
   if (g_max_backlog_ms >= 0) j["max_backlog_ms"] = g_max_backlog_ms;
   return j;
+}
+
+// --stats: the figures of stats_json as text on stderr.
+void print_stats(const nlohmann::json& j) {
+  auto num = [&j](const char* key) { return j.at(key).get<double>(); };
+  auto count = [&j](const char* key) { return j.at(key).get<long long>(); };
+  const double decoder_ms = num("decoder_ms");
+  std::fprintf(stderr,
+               "stats: load %.0f ms | audio %.2f s | wall %.0f ms | real-time factor %.3f\n"
+               "stats: %lld tokens generated, %.1f tokens/s (decoder), first token after %.0f ms\n"
+               "stats: decoder step p50 %.2f ms, p95 %.2f ms | mel %.0f ms | encoder %.0f ms (%lld calls, %lld tokens) "
+               "| decoder %.0f ms (%lld calls, %lld step calls over %lld positions)\n"
+               "stats: peak RSS %.1f MiB\n",
+               num("load_ms"), num("audio_ms") / 1000.0, num("wall_ms"), num("rtf"), count("n_generated"),
+               decoder_ms > 0 ? 1000.0 * num("n_generated") / decoder_ms : 0.0, num("first_token_ms"),
+               num("decoder_step_p50_ms"), num("decoder_step_p95_ms"), num("mel_ms"), num("encoder_ms"),
+               count("n_encoder_calls"), count("n_audio_tokens"), decoder_ms, count("n_decoder_calls"),
+               count("n_step_calls"), count("n_step_positions"), num("peak_rss_mib"));
 }
 
 // Writes newly released text (plain-text streaming modes only).
@@ -570,10 +538,7 @@ int main(int argc, char** argv) {
   std::vector<double> emit_steady_ms;
   const bool record_emit = json && FLAGS_stats;
   sopts.on_token = [&emitter, &emit_steady_ms, record_emit](const voxtral_rt::TokenEvent& ev) {
-    if (record_emit) {
-      emit_steady_ms.push_back(
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count());
-    }
+    if (record_emit) emit_steady_ms.push_back(voxtral_rt::detail::now_ms());
     emitter.on_token(ev);
   };
   sopts.on_segment = [&emitter](const voxtral_rt::Segment& s) { emitter.on_segment(s); };
@@ -605,7 +570,7 @@ int main(int argc, char** argv) {
     if (!file_session) return usage_error(err);
     session = file_session.get();
   }
-  g_rss_after_load_mib = proc_status_mib("VmRSS");
+  g_rss_after_load_mib = voxtral_rt::detail::proc_status_mib("VmRSS");
   g_session = file_session.get();
   g_live = live_session.get();
   struct ClearSignalTargets {  // before the sessions are destroyed, on every return
@@ -617,7 +582,7 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
 
   if (g_format == Format::Vtt) out.write(voxtral_rt::detail::kVttHeader);
-  const auto t0 = std::chrono::steady_clock::now();
+  const double t0_ms = voxtral_rt::detail::now_ms();
   int rc = kOk;
   if (FLAGS_stdin) {
     rc = feed_stdin(live_session.get(), model_rate);
@@ -641,12 +606,15 @@ int main(int argc, char** argv) {
     }
   }
   print_delta(session, live, &out);
-  const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const double wall_ms = voxtral_rt::detail::now_ms() - t0_ms;
   if (rc != kOk && rc != kInterrupted) return rc;
 
   const auto& info = runner->info();
   const double audio_ms = 1000.0 * static_cast<double>(session->stats().n_samples) / model_rate;
   const int64_t delay_ms = session->delay_tokens() * info.ms_per_token;
+  // One stats object for the json/jsonl "stats" and the --stats text.
+  nlohmann::json stats;
+  if (FLAGS_stats || g_format == Format::Jsonl) stats = stats_json(*runner, session->stats(), wall_ms, model_rate);
   if (json) {
     nlohmann::json j;
     j["text"] = session->text();
@@ -657,9 +625,8 @@ int main(int argc, char** argv) {
     j["audio_ms"] = audio_ms;
     j["finished"] = session->finished();
     if (FLAGS_stats) {
-      j["stats"] = stats_json(*runner, session->stats(), wall_ms, model_rate);
-      // Per token: wall ms from the start of feeding (the base of wall_ms) to its emission; t0 on the steady clock.
-      const double t0_ms = std::chrono::duration<double, std::milli>(t0.time_since_epoch()).count();
+      j["stats"] = stats;
+      // Per token: wall ms from the start of feeding (the base of wall_ms) to its emission, on the steady clock.
       std::vector<double> emit_ms;
       for (const double t : emit_steady_ms) emit_ms.push_back(t - t0_ms);
       j["stats"]["token_emit_ms"] = emit_ms;
@@ -673,7 +640,7 @@ int main(int argc, char** argv) {
     if (g_format == Format::Jsonl) {
       nlohmann::ordered_json done{{"type", "transcript.text.done"}, {"text", emitter.text}, {"delay_ms", delay_ms},
                                   {"audio_ms", audio_ms}, {"finished", session->finished()}};
-      done["stats"] = stats_json(*runner, session->stats(), wall_ms, model_rate);
+      done["stats"] = stats;
       out.write(voxtral_rt::detail::json_line(done));
     }
   }
@@ -681,6 +648,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", err.c_str());
     return kOutputError;
   }
-  if (FLAGS_stats) print_stats(*runner, session->stats(), wall_ms, model_rate);
+  if (FLAGS_stats) print_stats(stats);
   return rc;
 }

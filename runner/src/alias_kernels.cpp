@@ -7,12 +7,11 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "et_tensor.h"
+
 namespace voxtral_rt::detail {
 namespace {
 
-using executorch::aten::Tensor;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
 using executorch::runtime::Kernel;
 using executorch::runtime::KernelRuntimeContext;
 using executorch::runtime::OpFunction;

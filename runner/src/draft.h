@@ -32,9 +32,6 @@ class DraftPolicy {
     last_measured_.assign(candidates_.size(), 0);
   }
 
-  int64_t max_positions() const { return max_positions_; }
-  bool adaptive() const { return adaptive_; }
-
   // Positions for the next call, given how many have audio embeddings (>= 1).
   int64_t choose(int64_t available) const {
     if (!adaptive_) return std::min(max_positions_, available);
@@ -70,13 +67,13 @@ class DraftPolicy {
     for (int64_t t = 0; t < accepted; ++t) pad_share_ += kPadAlpha * ((t < n_pad ? 1.0 : 0.0) - pad_share_);
   }
 
+ private:
+  // Tokens a call of k positions yields on average: 1 + the leading PADs among its k - 1 guesses.
   double expected_tokens(int64_t k) const {
     const double p = std::min(pad_share_, 0.999);
     return (1.0 - std::pow(p, static_cast<double>(k))) / (1.0 - p);
   }
-  double pad_share() const { return pad_share_; }
 
- private:
   int64_t max_positions_;
   bool adaptive_;
   std::vector<int64_t> candidates_;

@@ -1,7 +1,6 @@
 #include "et_backend.h"
 
 #include <executorch/extension/module/module.h>
-#include <executorch/extension/tensor/tensor.h>
 #include <executorch/runtime/backend/backend_options_map.h>
 #include <executorch/runtime/backend/options.h>
 #include <executorch/runtime/core/data_loader.h>
@@ -15,7 +14,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cinttypes>
 #include <cstring>
 #include <map>
@@ -23,9 +21,11 @@
 #include <utility>
 
 #include "alias_kernels.h"
+#include "et_tensor.h"
 #include "log.h"
 #include "memtrace.h"
 #include "metadata.h"
+#include "util.h"
 
 // The wheel ships no extension/threadpool/threadpool.h, but libexecutorch_threadpool exports these symbols.
 namespace executorch::extension::threadpool {
@@ -40,18 +40,10 @@ ThreadPool* get_threadpool();
 namespace voxtral_rt::detail {
 namespace {
 
-using executorch::aten::ScalarType;
-using executorch::extension::from_blob;
 using executorch::extension::Module;
-using executorch::extension::TensorPtr;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
 
 std::string et_error(Error e) {
-  char buf[96];
-  std::snprintf(buf, sizeof(buf), "ExecuTorch error 0x%x (%s)", static_cast<unsigned>(e),
-                executorch::runtime::to_string(e));
-  std::string s = buf;
+  std::string s = strf("ExecuTorch error 0x%x (%s)", static_cast<unsigned>(e), executorch::runtime::to_string(e));
   if (e == Error::OperatorMissing)
     s += "; a kernel is missing from the linked libraries (custom ops such as llama::custom_sdpa are not in the wheel)";
   if (e == Error::NotFound) s += "; a delegate backend (XNNPACK) is not registered or a method is missing";
@@ -89,11 +81,7 @@ class Mapping {
   size_t n_ = 0;
 };
 
-std::string mib(size_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
-  return buf;
-}
+std::string mib(size_t bytes) { return strf("%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0)); }
 
 // Planned memory as anonymous pages the kernel zero-fills on first touch: a page costs RSS only once a
 // method writes it. (Module's own arenas are std::vectors, zero-filled up front: at 4b that is ~3.8 GB
@@ -341,9 +329,9 @@ class EtBackend : public ModelBackend {
     for (const char* m : {kPreprocessorMethod, kAudioEncoderMethod, kTokenEmbeddingMethod, kTextDecoderMethod}) {
       if (!names_.count(m))
         return Status::error(path_ + ": missing method '" + m + "'; re-export with export/export_voxtral_rt.py");
-      const double t0 = now();
+      const double t0 = now_ms();
       VX_RETURN_IF_ERROR(load_method(m, xnn_options_ ? &xnn_options_->map : nullptr, kernels));
-      VX_LOG_DEBUG("loaded method %s in %.1f ms", m, now() - t0);
+      VX_LOG_DEBUG("loaded method %s in %.1f ms", m, now_ms() - t0);
       if (mem_trace_enabled()) trace_memory((std::string("loaded ") + m).c_str());
     }
     return Status();
@@ -365,36 +353,30 @@ class EtBackend : public ModelBackend {
 
   Status preprocess(const float* window, int64_t n_frames, std::vector<float>* mel) override {
     const int64_t n = info_.hop_length * n_frames + info_.window_size - info_.hop_length;
-    auto x = from_blob(const_cast<float*>(window), {static_cast<int32_t>(n)}, ScalarType::Float);
+    auto x = tensor_view(window, {n});
     return run(kPreprocessorMethod, {EValue(*x)}, info_.num_mel_bins * n_frames, mel);
   }
 
   Status encode(const float* mel, int64_t n_tokens, int64_t enc_pos, std::vector<float>* emb) override {
-    const int64_t n_frames = info_.mel_frames_per_token * n_tokens;
-    auto x = from_blob(const_cast<float*>(mel),
-                       {1, static_cast<int32_t>(info_.num_mel_bins), static_cast<int32_t>(n_frames)},
-                       ScalarType::Float);
-    int64_t pos = enc_pos;
-    auto p = from_blob(&pos, {1}, ScalarType::Long);
+    auto x = tensor_view(mel, {1, info_.num_mel_bins, info_.mel_frames_per_token * n_tokens});
+    auto p = tensor_view(&enc_pos, {1});
     const int64_t n_rows = info_.enc_frames_per_token * n_tokens;
     const int64_t len = ring_mask(enc_pos, n_rows, info_.enc_sliding_window, info_.enc_cache_slots, &mask_, kv_alias_);
-    auto m = from_blob(mask_.data(), {static_cast<int32_t>(n_rows), static_cast<int32_t>(len)}, ScalarType::Float);
+    auto m = tensor_view(mask_.data(), {n_rows, len});
     return run(kAudioEncoderMethod, {EValue(*x), EValue(*p), EValue(*m)}, n_tokens * info_.dim, emb);
   }
 
   Status embed(const int64_t* ids, int64_t n, std::vector<float>* emb) override {
-    auto x = from_blob(const_cast<int64_t*>(ids), {1, static_cast<int32_t>(n)}, ScalarType::Long);
+    auto x = tensor_view(ids, {1, n});
     return run(kTokenEmbeddingMethod, {EValue(*x)}, n * info_.dim, emb);
   }
 
   Status decode(const float* x, int64_t n, int64_t pos, int64_t delay_tokens, std::vector<float>* logits) override {
-    auto e = from_blob(const_cast<float*>(x), {1, static_cast<int32_t>(n), static_cast<int32_t>(info_.dim)},
-                       ScalarType::Float);
-    int64_t p = pos, d = delay_tokens;
-    auto pt = from_blob(&p, {1}, ScalarType::Long);
-    auto dt = from_blob(&d, {1}, ScalarType::Long);
+    auto e = tensor_view(x, {1, n, info_.dim});
+    auto pt = tensor_view(&pos, {1});
+    auto dt = tensor_view(&delay_tokens, {1});
     const int64_t len = ring_mask(pos, n, info_.dec_sliding_window, info_.dec_cache_slots, &mask_, kv_alias_);
-    auto m = from_blob(mask_.data(), {static_cast<int32_t>(n), static_cast<int32_t>(len)}, ScalarType::Float);
+    auto m = tensor_view(mask_.data(), {n, len});
     return run(kTextDecoderMethod, {EValue(*e), EValue(*pt), EValue(*dt), EValue(*m)}, n * info_.vocab_size, logits);
   }
 
@@ -414,11 +396,6 @@ class EtBackend : public ModelBackend {
   }
 
  private:
-  static double now() {
-    using namespace std::chrono;
-    return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-  }
-
   // Executes `method` and copies its first output (float, `expected` elements) out of the Module: with
   // shared arenas the next method call may overwrite it.
   Status run(const char* method, const std::vector<EValue>& inputs, int64_t expected, std::vector<float>* out) {
@@ -430,12 +407,9 @@ class EtBackend : public ModelBackend {
     const auto& t = r->at(0).toTensor();
     if (t.scalar_type() != ScalarType::Float)
       return Status::error(std::string("method '") + method + "' returned a non-float32 tensor; re-export in fp32 I/O");
-    if (static_cast<int64_t>(t.numel()) != expected) {
-      char buf[160];
-      std::snprintf(buf, sizeof(buf), "method '%s' returned %zd values, expected %" PRId64, method,
-                    static_cast<ssize_t>(t.numel()), expected);
-      return Status::error(buf);
-    }
+    if (static_cast<int64_t>(t.numel()) != expected)
+      return Status::error(strf("method '%s' returned %zd values, expected %" PRId64, method,
+                                static_cast<ssize_t>(t.numel()), expected));
     out->resize(static_cast<size_t>(expected));
     std::memcpy(out->data(), t.const_data_ptr<float>(), static_cast<size_t>(expected) * sizeof(float));
     return Status();

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <mutex>
 
+#include "util.h"
+
 namespace voxtral_rt {
 namespace {
 
@@ -26,10 +28,9 @@ void set_log_callback(LogCallback callback) {
 namespace detail {
 
 void log(LogLevel level, const char* fmt, ...) {
-  char buf[1024];
   va_list args;
   va_start(args, fmt);
-  std::vsnprintf(buf, sizeof(buf), fmt, args);
+  const std::string buf = vstrf(fmt, args);
   va_end(args);
   std::lock_guard<std::mutex> lock(g_log_mutex);
   if (g_log_callback) {

@@ -1,21 +1,12 @@
 #include "metadata.h"
 
 #include <cinttypes>
-#include <cstdio>
 #include <limits>
 
 #include "log.h"
+#include "util.h"
 
 namespace voxtral_rt::detail {
-namespace {
-
-std::string fmt(const char* f, int64_t a, int64_t b = 0, int64_t c = 0) {
-  char buf[256];
-  std::snprintf(buf, sizeof(buf), f, a, b, c);
-  return buf;
-}
-
-}  // namespace
 
 Status read_model_info(const ReadIntFn& read_int, const std::string& where, ModelInfo* info) {
   // format_version first: a newer/older layout may not have the other keys at all.
@@ -60,25 +51,25 @@ Status validate_model_info(const ModelInfo& m, const std::string& where) {
 #undef VX_CHECK_POSITIVE
   if (m.left_pad_tokens < 0 || m.right_pad_buffer_tokens < 0) return bad("negative padding");
   if (m.samples_per_token != m.hop_length * m.mel_frames_per_token)
-    return bad(fmt("samples_per_token %" PRId64 " != hop_length %" PRId64 " x mel_frames_per_token %" PRId64,
+    return bad(strf("samples_per_token %" PRId64 " != hop_length %" PRId64 " x mel_frames_per_token %" PRId64,
                    m.samples_per_token, m.hop_length, m.mel_frames_per_token));
   if (m.window_size % 2) return bad("window_size must be even");
   if (m.samples_per_token * 1000 != m.ms_per_token * m.sample_rate)
-    return bad(fmt("ms_per_token %" PRId64 " != 1000 x samples_per_token %" PRId64 " / sample_rate %" PRId64,
+    return bad(strf("ms_per_token %" PRId64 " != 1000 x samples_per_token %" PRId64 " / sample_rate %" PRId64,
                    m.ms_per_token, m.samples_per_token, m.sample_rate));
   if (m.max_mel_frames < m.mel_frames_per_token)
     return bad("max_mel_frames is smaller than one token of mel frames");
   for (int64_t id : {m.bos_id, m.eos_id, m.streaming_pad_id, m.streaming_word_id}) {
-    if (id < 0 || id >= m.num_special_tokens) return bad(fmt("special id %" PRId64 " outside [0, %" PRId64 ")", id,
+    if (id < 0 || id >= m.num_special_tokens) return bad(strf("special id %" PRId64 " outside [0, %" PRId64 ")", id,
                                                              m.num_special_tokens));
   }
   if (m.num_special_tokens >= m.vocab_size) return bad("num_special_tokens >= vocab_size");
   // A chunk's own writes must not overwrite keys its first query still needs.
   if (m.enc_cache_slots < m.enc_sliding_window + m.max_enc_tokens * m.enc_frames_per_token - 1)
-    return bad(fmt("enc_cache_slots %" PRId64 " < enc_sliding_window %" PRId64 " + longest chunk %" PRId64 " - 1",
+    return bad(strf("enc_cache_slots %" PRId64 " < enc_sliding_window %" PRId64 " + longest chunk %" PRId64 " - 1",
                    m.enc_cache_slots, m.enc_sliding_window, m.max_enc_tokens * m.enc_frames_per_token));
   if (m.dec_cache_slots < m.dec_sliding_window + m.max_dec_tokens - 1)
-    return bad(fmt("dec_cache_slots %" PRId64 " < dec_sliding_window %" PRId64 " + max_dec_tokens %" PRId64 " - 1",
+    return bad(strf("dec_cache_slots %" PRId64 " < dec_sliding_window %" PRId64 " + max_dec_tokens %" PRId64 " - 1",
                    m.dec_cache_slots, m.dec_sliding_window, m.max_dec_tokens));
   return Status();
 }

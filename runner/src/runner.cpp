@@ -9,6 +9,7 @@
 #include "metadata.h"
 #include "stream.h"
 #include "tekken.h"
+#include "util.h"
 #include "voxtral_rt/voxtral_rt.h"
 
 namespace voxtral_rt {

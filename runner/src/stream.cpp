@@ -1,18 +1,12 @@
 #include "stream.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cinttypes>
 #include <cmath>
-#include <cstdio>
-#include <cstring>
+
+#include "util.h"
 
 namespace voxtral_rt::detail {
-
-double now_ms() {
-  using namespace std::chrono;
-  return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
 
 int64_t argmax(const float* x, int64_t n) {
   int64_t best = 0;
@@ -22,16 +16,6 @@ int64_t argmax(const float* x, int64_t n) {
   }
   return n > 0 ? best : -1;
 }
-
-namespace {
-
-std::string strf(const char* fmt, int64_t a, int64_t b = 0, int64_t c = 0) {
-  char buf[512];
-  std::snprintf(buf, sizeof(buf), fmt, a, b, c);
-  return buf;
-}
-
-}  // namespace
 
 Stream::Stream(ModelBackend* model, const Tekken* tok, StreamConfig cfg)
     : model_(model),
@@ -61,16 +45,14 @@ void Stream::reset() {
   buf_start_ = 0;
   stream_len_ = 0;
   samples_consumed_ = 0;
-  emb_.clear();
-  emb_start_ = 0;
-  enc_pos_ = dec_pos_ = 0;
+  audio_emb_.clear();
+  audio_emb_start_ = 0;
+  enc_tokens_ = dec_pos_ = 0;
   next_token_ = -1;
-  n_generated_ = 0;
   eos_ = flushed_ = started_ = false;
   stop_requested_.store(false);
   token_ids_.clear();
   token_times_ms_.clear();
-  token_positions_.clear();
   pending_text_.clear();
   if (streamer_) streamer_->reset();
   transcript_.reset();
@@ -105,16 +87,16 @@ void Stream::stream_window(int64_t start, int64_t n, float* out) const {
 }
 
 void Stream::trim_buffers() {
-  // Samples before the next window's start (token enc_pos_'s first frame minus half a window) are done.
-  const int64_t keep_from = std::max<int64_t>(0, info_.samples_per_token * enc_pos_ - info_.window_size / 2);
+  // Samples before the next window's start (the first frame of token enc_tokens_, minus half a window) are done.
+  const int64_t keep_from = std::max<int64_t>(0, info_.samples_per_token * enc_tokens_ - info_.window_size / 2);
   if (keep_from - buf_start_ >= 16 * info_.samples_per_token) {
     buf_.erase(buf_.begin(), buf_.begin() + (keep_from - buf_start_));
     buf_start_ = keep_from;
   }
   // Audio embeddings before dec_pos_ have been consumed.
-  if (dec_pos_ - emb_start_ >= 64) {
-    emb_.erase(emb_.begin(), emb_.begin() + (dec_pos_ - emb_start_) * info_.dim);
-    emb_start_ = dec_pos_;
+  if (dec_pos_ - audio_emb_start_ >= 64) {
+    audio_emb_.erase(audio_emb_.begin(), audio_emb_.begin() + (dec_pos_ - audio_emb_start_) * info_.dim);
+    audio_emb_start_ = dec_pos_;
   }
 }
 
@@ -168,8 +150,8 @@ bool Stream::generation_limit_reached() const {
 Status Stream::pump(int64_t* n_new) {
   // Encode every ready token (chunks of <= enc_chunk_), then decode every position with an audio
   // embedding -- the same order as voxtral_rt/protocol.py, so both make identical model calls.
-  while (!finished() && !stop_requested() && enc_pos_ < tokens_ready()) {
-    VX_RETURN_IF_ERROR(encode_chunk(std::min(enc_chunk_, tokens_ready() - enc_pos_)));
+  while (!finished() && !stop_requested() && enc_tokens_ < tokens_ready()) {
+    VX_RETURN_IF_ERROR(encode_chunk(std::min(enc_chunk_, tokens_ready() - enc_tokens_)));
   }
   if (!finished() && !stop_requested()) VX_RETURN_IF_ERROR(decode_ready(n_new));
   trim_buffers();
@@ -187,7 +169,6 @@ void Stream::trim_history() {
   };
   trim(token_ids_);
   trim(token_times_ms_);
-  trim(token_positions_);
   trim(stats_.step_ms);
   trim(stats_.feed_ms);
 }
@@ -195,7 +176,7 @@ void Stream::trim_history() {
 Status Stream::encode_chunk(int64_t k) {
   const int64_t hop = info_.hop_length, win = info_.window_size;
   const int64_t n_frames = info_.mel_frames_per_token * k;
-  const int64_t f0 = info_.mel_frames_per_token * enc_pos_;
+  const int64_t f0 = info_.mel_frames_per_token * enc_tokens_;
   const int64_t n_window = hop * n_frames + win - hop;
   window_.resize(static_cast<size_t>(n_window));
   stream_window(hop * f0 - win / 2, n_window, window_.data());
@@ -208,15 +189,15 @@ Status Stream::encode_chunk(int64_t k) {
                               static_cast<int64_t>(mel_.size()), info_.num_mel_bins, n_frames));
 
   t0 = now_ms();
-  VX_RETURN_IF_ERROR(model_->encode(mel_.data(), k, info_.enc_frames_per_token * enc_pos_, &enc_out_));
+  VX_RETURN_IF_ERROR(model_->encode(mel_.data(), k, info_.enc_frames_per_token * enc_tokens_, &enc_out_));
   stats_.encoder_ms += now_ms() - t0;
   stats_.n_encoder_calls++;
   if (static_cast<int64_t>(enc_out_.size()) != k * info_.dim)
     return Status::error(strf("audio_encoder returned %" PRId64 " values, expected %" PRId64 " x dim %" PRId64,
                               static_cast<int64_t>(enc_out_.size()), k, info_.dim));
-  emb_.insert(emb_.end(), enc_out_.begin(), enc_out_.end());
-  enc_pos_ += k;
-  stats_.n_audio_tokens = enc_pos_;
+  audio_emb_.insert(audio_emb_.end(), enc_out_.begin(), enc_out_.end());
+  enc_tokens_ += k;
+  stats_.n_audio_tokens = enc_tokens_;
   return Status();
 }
 
@@ -229,7 +210,7 @@ Status Stream::decode_ready(int64_t* n_new) {
       return Status::error(strf("token_embedding returned %" PRId64 " values, expected %" PRId64 " x dim %" PRId64,
                                 static_cast<int64_t>(tok_emb_.size()), S, dim));
     x_.resize(static_cast<size_t>(S * dim));
-    const float* a = emb_.data() + (pos - emb_start_) * dim;
+    const float* a = audio_emb_.data() + (pos - audio_emb_start_) * dim;
     for (int64_t i = 0; i < S * dim; ++i) x_[static_cast<size_t>(i)] = tok_emb_[static_cast<size_t>(i)] + a[i];
     return Status();
   };
@@ -253,7 +234,7 @@ Status Stream::decode_ready(int64_t* n_new) {
     if (dec_pos_ < P) {
       // Prefill the whole prompt once its audio embeddings exist, in chunks of <= max_dec_tokens.
       // (Its first output is the argmax at P-1 anyway; one batch is cheaper than P single steps.)
-      if (enc_pos_ < P) break;
+      if (enc_tokens_ < P) break;
       const int64_t S = std::min(info_.max_dec_tokens, P - dec_pos_);
       VX_RETURN_IF_ERROR(model_->embed(prompt_.data() + dec_pos_, S, &tok_emb_));
       VX_RETURN_IF_ERROR(add_audio(dec_pos_, S));
@@ -269,7 +250,7 @@ Status Stream::decode_ready(int64_t* n_new) {
     } else {
       // Greedy steps over k positions with audio embeddings: the last generated token at dec_pos_, then
       // guessed PADs; keep the argmaxes up to the first guess that was wrong (draft.h). k = 1: one step.
-      const int64_t available = std::min(enc_pos_, generation_end()) - dec_pos_;
+      const int64_t available = std::min(enc_tokens_, generation_end()) - dec_pos_;
       if (available <= 0) break;
       const int64_t k = policy_.choose(available);
       ids_.assign(static_cast<size_t>(k), info_.streaming_pad_id);
@@ -301,13 +282,12 @@ Status Stream::decode_ready(int64_t* n_new) {
 
 int64_t Stream::generation_end() const {
   // After flush, transformers' generate length: the last audio embedding is never consumed.
-  return flushed_ ? stream_len_ / info_.samples_per_token - 1 : enc_pos_;
+  return flushed_ ? stream_len_ / info_.samples_per_token - 1 : enc_tokens_;
 }
 
 void Stream::emit(int64_t id, int64_t q) {
   next_token_ = id;
-  ++n_generated_;
-  stats_.n_generated = n_generated_;
+  ++stats_.n_generated;
   if (stats_.first_token_ms < 0 && t_first_feed_ms_ >= 0) stats_.first_token_ms = now_ms() - t_first_feed_ms_;
   if (id == info_.eos_id) eos_ = true;
 
@@ -335,7 +315,6 @@ void Stream::emit(int64_t id, int64_t q) {
   transcript_.push(kind, starts_word, ev.text, ev.time_ms);
   token_ids_.push_back(id);
   token_times_ms_.push_back(ev.time_ms);
-  token_positions_.push_back(q);
   pending_text_ += ev.text;
   if (cfg_.on_token) cfg_.on_token(ev);
 }

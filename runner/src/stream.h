@@ -12,8 +12,9 @@
 //   Each feed/flush first encodes every ready token, then decodes: the same model calls as
 //   voxtral_rt/protocol.py for any feed sizes.
 //
-// State names follow voxtral_rt/protocol.py: samples_consumed (real audio), enc_pos (next token to
-// encode), dec_pos (next decoder position), eos, flushed.
+// State names follow voxtral_rt/protocol.py: samples_consumed (real audio), enc_tokens (audio tokens encoded so
+// far: the next to encode), dec_pos (next decoder position), eos, flushed. (The .pte's enc_pos counts encoder
+// frames: enc_frames_per_token * enc_tokens, see ModelBackend::encode.)
 #pragma once
 
 #include <atomic>
@@ -57,27 +58,21 @@ class Stream {
   std::string text() const;
   const std::vector<int64_t>& token_ids() const { return token_ids_; }
   const std::vector<double>& token_times_ms() const { return token_times_ms_; }
-  const std::vector<int64_t>& token_positions() const { return token_positions_; }
   const TranscriptBuilder& transcript() const { return transcript_; }  // words and segments so far
   bool finished() const { return (eos_ && cfg_.stop_at_eos) || (flushed_ && generation_limit_reached()); }
-  bool flushed() const { return flushed_; }
-  bool eos() const { return eos_; }  // an EOS was generated (with stop_at_eos: the stream ended there)
   const SessionStats& stats() const { return stats_; }
 
   // ---- protocol arithmetic (exposed for tests)
   int64_t delay_tokens() const { return cfg_.delay_tokens; }
   int64_t prompt_len() const { return info_.left_pad_tokens + cfg_.delay_tokens + 1; }
-  int64_t enc_chunk_tokens() const { return enc_chunk_; }
-  int64_t stream_len() const { return stream_len_; }       // samples in the stream so far (pads included)
-  int64_t samples_consumed() const { return samples_consumed_; }
   int64_t tokens_ready() const;                             // tokens whose mel frames can be computed now
-  int64_t enc_pos() const { return enc_pos_; }              // tokens encoded so far
+  int64_t enc_tokens() const { return enc_tokens_; }        // audio tokens encoded so far
   int64_t dec_pos() const { return dec_pos_; }              // decoder positions run so far
-  int64_t n_audio_tokens_total() const { return flushed_ ? stream_len_ / info_.samples_per_token : -1; }
-  // Copy of stream samples [start, start + n) with zeros outside [0, stream_len) (for tests).
-  void stream_window(int64_t start, int64_t n, float* out) const;
+  int64_t n_total_tokens() const { return flushed_ ? stream_len_ / info_.samples_per_token : -1; }  // after flush
 
  private:
+  // Copy of stream samples [start, start + n) with zeros outside [0, stream_len_).
+  void stream_window(int64_t start, int64_t n, float* out) const;
   Status pump(int64_t* n_new);
   Status encode_chunk(int64_t k);
   Status decode_ready(int64_t* n_new);
@@ -103,14 +98,13 @@ class Stream {
   int64_t buf_start_ = 0;
   int64_t stream_len_ = 0;
   int64_t samples_consumed_ = 0;
-  // audio embeddings: emb_[(t - emb_start_) * dim ...] is audio_emb[t]
-  std::vector<float> emb_;
-  int64_t emb_start_ = 0;
+  // audio embeddings: audio_emb_[(t - audio_emb_start_) * dim ...] is audio_emb[t] (consumed ones dropped in blocks)
+  std::vector<float> audio_emb_;
+  int64_t audio_emb_start_ = 0;
 
-  int64_t enc_pos_ = 0;  // next token to encode
-  int64_t dec_pos_ = 0;  // next decoder position
+  int64_t enc_tokens_ = 0;   // audio tokens encoded so far (the next to encode)
+  int64_t dec_pos_ = 0;      // next decoder position
   int64_t next_token_ = -1;  // generated, to be fed at dec_pos_
-  int64_t n_generated_ = 0;
   bool eos_ = false;
   bool flushed_ = false;
   bool started_ = false;
@@ -118,7 +112,6 @@ class Stream {
 
   std::vector<int64_t> token_ids_;
   std::vector<double> token_times_ms_;
-  std::vector<int64_t> token_positions_;
   std::string pending_text_;
   std::optional<TekkenStreamer> streamer_;  // empty without a tokenizer
   TranscriptBuilder transcript_;
@@ -132,7 +125,5 @@ class Stream {
 
 // First index of the maximum (torch.argmax); -1 if any NaN.
 int64_t argmax(const float* x, int64_t n);
-// Monotonic wall clock in milliseconds.
-double now_ms();
 
 }  // namespace voxtral_rt::detail

@@ -121,6 +121,22 @@ void set_err_from_exception(char* err, size_t err_len) noexcept {
   set_err(err, err_len, prefix, what);
 }
 
+// The body of an entry point that returns a new handle: `make(&error)` returns it as a unique_ptr, or nullptr
+// with *error set. Hands the handle to the caller, or writes the error (or the exception's message) to `err`
+// and returns nullptr. Never throws.
+template <typename F>
+auto new_handle(char* err, size_t err_len, F&& make) noexcept -> decltype(make(nullptr).release()) {
+  try {
+    std::string error;
+    auto h = make(&error);
+    if (!h) set_err(err, err_len, error.c_str());
+    return h.release();  // the caller owns it: voxtral_rt_*_free
+  } catch (...) {
+    set_err_from_exception(err, err_len);
+    return nullptr;
+  }
+}
+
 // Runs `f` for a session; on an exception records it as the session's error and returns `on_error`.
 template <typename T, typename F>
 T guarded(voxtral_rt_session* s, T on_error, F&& f) noexcept {
@@ -136,6 +152,15 @@ T guarded(voxtral_rt_session* s, T on_error, F&& f) noexcept {
     }
     return on_error;
   }
+}
+
+// A params struct all zero (NULL pointers and callbacks, padding too) but its struct_size.
+template <typename P>
+P zeroed_params() noexcept {
+  P p;
+  std::memset(&p, 0, sizeof(p));
+  p.struct_size = sizeof(p);
+  return p;
 }
 
 template <typename P>
@@ -231,30 +256,22 @@ void voxtral_rt_log_route_executorch(void) {
 // ---------------------------------------------------------------------------------------------- model
 
 voxtral_rt_model_params voxtral_rt_model_default_params(void) {
-  voxtral_rt_model_params p;
-  std::memset(&p, 0, sizeof(p));
+  auto p = zeroed_params<voxtral_rt_model_params>();  // no paths
   const voxtral_rt::RunnerOptions d;
-  p.struct_size = sizeof(p);
   p.threads = d.threads;
-  p.model_path = nullptr;
-  p.tokenizer_path = nullptr;
-  p.packed_cache_path = nullptr;
   p.use_mmap = d.use_mmap;
   p.max_sessions = d.max_sessions;
   return p;
 }
 
 voxtral_rt_model* voxtral_rt_model_load(const voxtral_rt_model_params* params, char* err, size_t err_len) {
-  try {
-    std::string error;
+  return new_handle(err, err_len, [params](std::string* error) -> std::unique_ptr<voxtral_rt_model> {
     if (params == nullptr) {
-      set_err(err, err_len, "null params: start from voxtral_rt_model_default_params()");
+      *error = "null params: start from voxtral_rt_model_default_params()";
       return nullptr;
     }
-    if (!check_struct_size(params, "voxtral_rt_model_params", "voxtral_rt_model_default_params", &error)) {
-      set_err(err, err_len, error.c_str());
+    if (!check_struct_size(params, "voxtral_rt_model_params", "voxtral_rt_model_default_params", error))
       return nullptr;
-    }
     voxtral_rt::RunnerOptions o;
     o.model_path = params->model_path ? params->model_path : "";
     o.tokenizer_path = params->tokenizer_path ? params->tokenizer_path : "";
@@ -263,16 +280,10 @@ voxtral_rt_model* voxtral_rt_model_load(const voxtral_rt_model_params* params, c
     o.max_sessions = params->max_sessions;
     o.packed_cache_path = params->packed_cache_path ? params->packed_cache_path : "";
     auto m = std::make_unique<voxtral_rt_model>();
-    m->runner = voxtral_rt::Runner::load(o, &error);
-    if (!m->runner) {
-      set_err(err, err_len, error.c_str());
-      return nullptr;
-    }
-    return m.release();  // the caller owns it: voxtral_rt_model_free
-  } catch (...) {
-    set_err_from_exception(err, err_len);
-    return nullptr;
-  }
+    m->runner = voxtral_rt::Runner::load(o, error);
+    if (!m->runner) return nullptr;
+    return m;
+  });
 }
 
 void voxtral_rt_model_free(voxtral_rt_model* model) { std::unique_ptr<voxtral_rt_model> owned(model); }
@@ -308,34 +319,20 @@ bool voxtral_rt_model_info(const voxtral_rt_model* model, const char* key, int64
 // ---------------------------------------------------------------------------------------------- session
 
 voxtral_rt_session_params voxtral_rt_session_default_params(void) {
-  voxtral_rt_session_params p;
-  std::memset(&p, 0, sizeof(p));
+  auto p = zeroed_params<voxtral_rt_session_params>();  // no callbacks
   const voxtral_rt::SessionOptions d;
-  p.struct_size = sizeof(p);
   p.delay_ms = d.delay_ms;
   p.max_enc_tokens = d.max_enc_tokens;
   p.draft_tokens = d.draft_tokens;
   p.max_history = d.max_history;
   p.stop_at_eos = d.stop_at_eos;
   p.segment_pause_ms = d.segment_pause_ms;
-  p.token_callback = nullptr;
-  p.token_callback_user_data = nullptr;
-  p.segment_callback = nullptr;
-  p.segment_callback_user_data = nullptr;
   return p;
 }
 
 voxtral_rt_session* voxtral_rt_session_create(voxtral_rt_model* model, const voxtral_rt_session_params* params,
                                               char* err, size_t err_len) {
-  try {
-    std::string error;
-    auto h = make_session(model, params, &error);
-    if (!h) set_err(err, err_len, error.c_str());
-    return h.release();  // the caller owns it: voxtral_rt_session_free
-  } catch (...) {
-    set_err_from_exception(err, err_len);
-    return nullptr;
-  }
+  return new_handle(err, err_len, [&](std::string* error) { return make_session(model, params, error); });
 }
 
 int64_t voxtral_rt_session_feed(voxtral_rt_session* session, const float* pcm, size_t n) {
@@ -442,40 +439,28 @@ const voxtral_rt_segment* voxtral_rt_session_segment(voxtral_rt_session* session
 
 voxtral_rt_session* voxtral_rt_transcribe(voxtral_rt_model* model, const float* pcm, size_t n,
                                           const voxtral_rt_session_params* params, char* err, size_t err_len) {
-  try {
-    std::string error;
-    auto h = make_session(model, params, &error);
+  return new_handle(err, err_len, [&](std::string* error) {
+    auto h = make_session(model, params, error);
     if (h && (h->session->feed(pcm, n) < 0 || h->session->flush() < 0)) {
-      error = h->session->error();
+      *error = h->session->error();
       h.reset();
     }
-    if (!h) set_err(err, err_len, error.c_str());
-    return h.release();
-  } catch (...) {
-    set_err_from_exception(err, err_len);
-    return nullptr;
-  }
+    return h;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------- audio files
 
 voxtral_rt_audio* voxtral_rt_audio_load(const char* path, int32_t sample_rate, char* err, size_t err_len) {
-  try {
+  return new_handle(err, err_len, [&](std::string* error) -> std::unique_ptr<voxtral_rt_audio> {
     if (path == nullptr) {
-      set_err(err, err_len, "null path");
+      *error = "null path";
       return nullptr;
     }
     auto a = std::make_unique<voxtral_rt_audio>();
-    std::string error;
-    if (!voxtral_rt::load_audio_file(path, sample_rate, &a->samples, &error)) {
-      set_err(err, err_len, error.c_str());
-      return nullptr;
-    }
-    return a.release();  // the caller owns it: voxtral_rt_audio_free
-  } catch (...) {
-    set_err_from_exception(err, err_len);
-    return nullptr;
-  }
+    if (!voxtral_rt::load_audio_file(path, sample_rate, &a->samples, error)) return nullptr;
+    return a;
+  });
 }
 
 const float* voxtral_rt_audio_samples(const voxtral_rt_audio* audio) {

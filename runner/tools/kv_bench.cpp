@@ -19,11 +19,9 @@
 // positions (a token and k-1 guesses, as multi-position decoding runs them), --enc_tokens encoder calls of that
 // many audio tokens; --json prints one object per line (call, pos, k, mode, ms_min, ms_median) instead.
 #include <executorch/extension/module/module.h>
-#include <executorch/extension/tensor/tensor.h>
 #include <gflags/gflags.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -35,7 +33,9 @@
 
 #include "alias_kernels.h"
 #include "et_backend.h"
+#include "et_tensor.h"
 #include "metadata.h"
+#include "util.h"
 
 DEFINE_string(model_path, "", "exported .pte (required)");
 DEFINE_string(dec_pos, "2000,5000,7500,9000", "decoder positions (comma-separated); one position per call");
@@ -53,18 +53,8 @@ DEFINE_bool(cpu_time, false, "time with the process CPU clock instead of the wal
 
 namespace {
 
-using executorch::aten::ScalarType;
-using executorch::extension::from_blob;
 using executorch::extension::Module;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
-using voxtral_rt::detail::SliceAliasScope;
-using voxtral_rt::detail::SliceAliasState;
-
-double now_ms() {
-  using namespace std::chrono;
-  return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
+using namespace voxtral_rt::detail;
 
 double clock_ms() {
   if (!FLAGS_cpu_time) return now_ms();
@@ -94,13 +84,7 @@ struct Result {
   std::vector<double> ms;
   std::vector<float> out;
   // "min/median" of the timed calls: the minimum is the figure least disturbed by other load on the machine.
-  std::string str() const {
-    std::vector<double> t = ms;
-    std::sort(t.begin(), t.end());
-    char buf[32] = "-";
-    if (!t.empty()) std::snprintf(buf, sizeof(buf), "%.0f/%.0f", t.front(), t[t.size() / 2]);
-    return buf;
-  }
+  std::string str() const { return ms.empty() ? "-" : strf("%.0f/%.0f", percentile(ms, 0), percentile(ms, 0.5)); }
 };
 
 // Runs `method` once for warm-up and --reps times timed; adds the times to *res and keeps the last output.
@@ -122,7 +106,7 @@ void time_calls(Module& m, const char* method, const std::vector<EValue>& inputs
 // The mask over `cols` columns: the runner's ring mask (prefix, or whole ring when cols == slots).
 std::vector<float> mask_for(int64_t start, int64_t n, int64_t window, int64_t slots, bool whole, int64_t* cols) {
   std::vector<float> mask;
-  *cols = voxtral_rt::detail::ring_mask(start, n, window, slots, &mask, false);
+  *cols = ring_mask(start, n, window, slots, &mask, false);
   if (!whole || *cols == slots) return mask;
   std::vector<float> wide(static_cast<size_t>(n * slots), -INFINITY);
   for (int64_t i = 0; i < n; ++i) std::copy_n(&mask[i * *cols], *cols, &wide[i * slots]);
@@ -147,12 +131,12 @@ int main(int argc, char** argv) {
                          "[--rounds N]\n");
     return 1;
   }
-  const size_t threads = voxtral_rt::detail::set_num_threads(FLAGS_threads);
+  const size_t threads = set_num_threads(FLAGS_threads);
   Module m(FLAGS_model_path, Module::LoadMode::Mmap, nullptr, nullptr, nullptr, /*share_memory_arenas=*/true);
   const int64_t dim = meta(m, "dim"), n_mels = meta(m, "num_mel_bins");
   const int64_t enc_win = meta(m, "enc_sliding_window"), enc_slots = meta(m, "enc_cache_slots");
   const int64_t dec_win = meta(m, "dec_sliding_window"), dec_slots = meta(m, "dec_cache_slots");
-  const auto kernels = voxtral_rt::detail::slice_alias_kernels();
+  const auto kernels = slice_alias_kernels();
   const double t0 = now_ms();
   for (const char* name : {"audio_encoder", "text_decoder"}) {
     if (m.load_method(name, nullptr, nullptr, nullptr, kernels) != Error::Ok) {
@@ -187,21 +171,19 @@ int main(int argc, char** argv) {
   auto run = [&](bool enc, int64_t pos, int64_t k) {
     // k: decoder positions, or encoder tokens (4 frames each)
     const int64_t n = enc ? 4 * k : k, slots = enc ? enc_slots : dec_slots, win = enc ? enc_win : dec_win;
-    int64_t p = pos, d = FLAGS_delay_tokens;
-    auto pt = from_blob(&p, {1}, ScalarType::Long);
-    auto dt = from_blob(&d, {1}, ScalarType::Long);
-    auto xin = enc ? from_blob(mel.data(), {1, static_cast<int32_t>(n_mels), static_cast<int32_t>(8 * k)},
-                               ScalarType::Float)
-                   : from_blob(x.data(), {1, static_cast<int32_t>(k), static_cast<int32_t>(dim)}, ScalarType::Float);
+    const int64_t d = FLAGS_delay_tokens;
+    auto pt = tensor_view(&pos, {1});
+    auto dt = tensor_view(&d, {1});
+    auto xin = enc ? tensor_view(mel.data(), {1, n_mels, 8 * k}) : tensor_view(x.data(), {1, k, dim});
     const char* method = enc ? "audio_encoder" : "text_decoder";
     auto call = [&](bool whole, bool alias, Result* res, bool runner_policy = false) {
       int64_t cols = 0;
       std::vector<float> mask;
       if (runner_policy)
-        cols = voxtral_rt::detail::ring_mask(pos, n, win, slots, &mask, true);
+        cols = ring_mask(pos, n, win, slots, &mask, true);
       else
         mask = mask_for(pos, n, win, slots, whole, &cols);
-      auto mt = from_blob(mask.data(), {static_cast<int32_t>(n), static_cast<int32_t>(cols)}, ScalarType::Float);
+      auto mt = tensor_view(mask.data(), {n, cols});
       state.set_enabled(alias);
       std::vector<EValue> in = enc ? std::vector<EValue>{*xin, *pt, *mt} : std::vector<EValue>{*xin, *pt, *dt, *mt};
       time_calls(m, method, in, res);
@@ -224,11 +206,10 @@ int main(int argc, char** argv) {
       for (auto [mode, res] : {std::pair<const char*, Result*>{"prefix", &prefix}, {"whole", &whole}, {"alias", &alias},
                                 {"runner", &runner}}) {
         if (res->ms.empty()) continue;
-        std::vector<double> t = res->ms;
-        std::sort(t.begin(), t.end());
         std::printf("{\"call\": \"%s\", \"pos\": %lld, \"k\": %lld, \"valid\": %lld, \"slots\": %lld, \"mode\": \"%s\", "
                     "\"ms_min\": %.2f, \"ms_median\": %.2f, \"n\": %zu}\n", what, (long long)pos, (long long)k,
-                    (long long)valid, (long long)slots, mode, t.front(), t[t.size() / 2], t.size());
+                    (long long)valid, (long long)slots, mode, percentile(res->ms, 0), percentile(res->ms, 0.5),
+                    res->ms.size());
       }
       std::fflush(stdout);
       return;
@@ -238,12 +219,9 @@ int main(int argc, char** argv) {
       checks = whole.out == alias.out ? "alias==whole bitwise" : "alias!=whole";
       checks += ", " + std::to_string((state.aliased() - aliased_before) / alias_calls) + " slices aliased per call";
     }
-    if (valid < slots && !prefix.out.empty() && !whole.out.empty()) {
-      char buf[128];
-      std::snprintf(buf, sizeof(buf), "; prefix vs whole max|d| %.3g%s", max_abs_diff(prefix.out, whole.out),
-                    enc || argmax(prefix.out) == argmax(whole.out) ? "" : " ARGMAX DIFFERS");
-      checks += buf;
-    }
+    if (valid < slots && !prefix.out.empty() && !whole.out.empty())
+      checks += strf("; prefix vs whole max|d| %.3g%s", max_abs_diff(prefix.out, whole.out),
+                     enc || argmax(prefix.out) == argmax(whole.out) ? "" : " ARGMAX DIFFERS");
     std::printf("%-8s %7lld %3lld %7lld %6lld %12s %12s %12s  %s\n", what, (long long)pos, (long long)k,
                 (long long)valid, (long long)slots, prefix.str().c_str(), whole.str().c_str(), alias.str().c_str(),
                 checks.c_str());

@@ -12,16 +12,15 @@
 #include <gflags/gflags.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "util.h"
 #include "voxtral_rt/voxtral_rt.h"
 
 DEFINE_string(model_path, "", "exported .pte (required)");
@@ -35,33 +34,9 @@ DEFINE_int32(threads, 0, "ExecuTorch threadpool size (0 = default)");
 
 namespace {
 
-double now_ms() {
-  using namespace std::chrono;
-  return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
-
-// kB of a /proc/self/status field (VmRSS, VmHWM).
-double status_mb(const char* key) {
-  FILE* f = std::fopen("/proc/self/status", "r");
-  if (!f) return -1;
-  char line[256];
-  double mb = -1;
-  const size_t n = std::strlen(key);
-  while (std::fgets(line, sizeof(line), f)) {
-    if (std::strncmp(line, key, n) == 0 && line[n] == ':') {
-      mb = std::atof(line + n + 1) / 1024.0;
-      break;
-    }
-  }
-  std::fclose(f);
-  return mb;
-}
-
-double pct(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5))];
-}
+using voxtral_rt::detail::now_ms;
+using voxtral_rt::detail::percentile;
+using voxtral_rt::detail::proc_status_mib;
 
 // Deterministic speech-like signal, generated chunk by chunk (phases kept in double, wrapped).
 class Synth {
@@ -94,12 +69,12 @@ struct Bucket {
   double rss_mb_end = 0;
   double feed_p50 = 0, feed_p95 = 0, feed_max = 0, step_p50 = 0, step_p95 = 0, step_max = 0;
   void close() {
-    feed_p50 = pct(feed_ms, 0.5);
-    feed_p95 = pct(feed_ms, 0.95);
-    feed_max = pct(feed_ms, 1.0);
-    step_p50 = pct(step_ms, 0.5);
-    step_p95 = pct(step_ms, 0.95);
-    step_max = pct(step_ms, 1.0);
+    feed_p50 = percentile(feed_ms, 0.5);
+    feed_p95 = percentile(feed_ms, 0.95);
+    feed_max = percentile(feed_ms, 1.0);
+    step_p50 = percentile(step_ms, 0.5);
+    step_p95 = percentile(step_ms, 0.95);
+    step_max = percentile(step_ms, 1.0);
     std::vector<double>().swap(feed_ms);
     std::vector<double>().swap(step_ms);
   }
@@ -160,7 +135,7 @@ Result run_session(voxtral_rt::Runner& runner, uint32_t seed, bool measure_rss) 
     fed += static_cast<int64_t>(n);
     if (fed / per_bucket != before / per_bucket || fed == total) {
       cur.close();  // before measuring: the tool's own per-chunk records must not show up as growth
-      if (measure_rss) cur.rss_mb_end = status_mb("VmRSS");
+      if (measure_rss) cur.rss_mb_end = proc_status_mib("VmRSS");
       res.buckets.push_back(std::move(cur));
       cur = Bucket();
       cur.feed_ms.reserve(feeds_per_bucket);
@@ -193,14 +168,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", err.c_str());
     return 2;
   }
-  const double rss_start = status_mb("VmRSS");
+  const double rss_start = proc_status_mib("VmRSS");
   std::vector<Result> results(static_cast<size_t>(FLAGS_sessions));
   std::vector<std::thread> threads;
   for (int i = 1; i < FLAGS_sessions; ++i)
     threads.emplace_back([&, i] { results[static_cast<size_t>(i)] = run_session(*runner, 1000u + i, false); });
   results[0] = run_session(*runner, 1000u, true);
   for (auto& t : threads) t.join();
-  const double rss_end = status_mb("VmRSS");
+  const double rss_end = proc_status_mib("VmRSS");
 
   nlohmann::ordered_json j;
   j["model"] = FLAGS_model_path;
@@ -208,7 +183,7 @@ int main(int argc, char** argv) {
   j["chunk_ms"] = FLAGS_chunk_ms;
   j["sessions"] = FLAGS_sessions;
   j["max_history"] = FLAGS_max_history;
-  j["rss_mb"] = {{"start", rss_start}, {"end", rss_end}, {"peak", status_mb("VmHWM")}};
+  j["rss_mb"] = {{"start", rss_start}, {"end", rss_end}, {"peak", proc_status_mib("VmHWM")}};
   nlohmann::ordered_json sess = nlohmann::ordered_json::array();
   for (const auto& r : results)
     sess.push_back({{"wall_s", r.wall_s}, {"tokens", r.tokens}, {"kept_token_ids", r.kept_ids}, {"error", r.error}});

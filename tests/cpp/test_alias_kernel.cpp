@@ -2,7 +2,6 @@
 // boxed interface the Method calls: a whole-ring slice makes the output share the ring's data; any other
 // slice is the wheel's copy into the output's own (planned) buffer, which an earlier alias gave back.
 // Prints "N passed, N failed"; exit code 1 on failure.
-#include <executorch/extension/tensor/tensor.h>
 #include <executorch/runtime/kernel/kernel_runtime_context.h>
 #include <executorch/runtime/platform/runtime.h>
 
@@ -13,17 +12,12 @@
 #include <vector>
 
 #include "alias_kernels.h"
+#include "et_tensor.h"
 #include "check.h"
 
-using executorch::aten::ScalarType;
-using executorch::aten::Tensor;
-using executorch::extension::from_blob;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
 using executorch::runtime::KernelRuntimeContext;
 using executorch::runtime::Span;
 using namespace voxtral_rt::detail;
-
 
 constexpr int32_t kH = 2, kD = 3, kSlots = 5;
 
@@ -59,11 +53,11 @@ int main() {
   std::vector<float> ring(kH * kD * kSlots);
   std::iota(ring.begin(), ring.end(), 1.0f);
   const std::vector<float> ring_before = ring;
-  auto k = from_blob(ring.data(), {kH, kD, kSlots}, ScalarType::Float);
+  auto k = tensor_view(ring.data(), {kH, kD, kSlots});
   // The output as memory planning makes it: its own buffer for the upper bound, resizable below it
-  // (from_blob tensors are DYNAMIC_BOUND).
+  // (tensor_view makes DYNAMIC_BOUND tensors, as from_blob does).
   std::vector<float> planned(ring.size(), -1.0f);
-  auto out = from_blob(planned.data(), {kH, kD, kSlots}, ScalarType::Float);
+  auto out = tensor_view(planned.data(), {kH, kD, kSlots});
 
   SliceAliasState state({kSlots, 999});
   {
@@ -118,15 +112,15 @@ int main() {
     CHECK(out->const_data_ptr() == planned.data() && out->size(2) == 3);
 
     // A whole slice along a dim whose length is not a ring's (an activation, say): copied.
-    auto whole_d = from_blob(planned.data(), {kH, kD, kSlots}, ScalarType::Float);
+    auto whole_d = tensor_view(planned.data(), {kH, kD, kSlots});
     CHECK(slice(*k, 1, EValue(int64_t{0}), EValue(int64_t{kD}), *whole_d) == Error::Ok);
     CHECK(whole_d->const_data_ptr() == planned.data());
     CHECK(contents(*whole_d) == ring);
 
     // Values layout [H, slots, D] sliced along dim 1: aliased too.
     std::vector<float> vbuf(ring.size(), -2.0f);
-    auto v = from_blob(ring.data(), {kH, kSlots, kD}, ScalarType::Float);
-    auto vout = from_blob(vbuf.data(), {kH, kSlots, kD}, ScalarType::Float);
+    auto v = tensor_view(ring.data(), {kH, kSlots, kD});
+    auto vout = tensor_view(vbuf.data(), {kH, kSlots, kD});
     CHECK(slice(*v, 1, EValue(int64_t{0}), EValue(int64_t{kSlots}), *vout) == Error::Ok);
     CHECK(vout->const_data_ptr() == ring.data());
     CHECK(slice(*v, 1, EValue(int64_t{0}), EValue(int64_t{2}), *vout) == Error::Ok);
@@ -135,7 +129,7 @@ int main() {
 
   // Without a scope (a method run by someone else): always the wheel's copy.
   std::vector<float> other(ring.size(), -3.0f);
-  auto out2 = from_blob(other.data(), {kH, kD, kSlots}, ScalarType::Float);
+  auto out2 = tensor_view(other.data(), {kH, kD, kSlots});
   CHECK(slice(*k, 2, EValue(int64_t{0}), EValue(int64_t{kSlots}), *out2) == Error::Ok);
   CHECK(out2->const_data_ptr() == other.data());
   CHECK(other == ring);

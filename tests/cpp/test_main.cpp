@@ -3,6 +3,7 @@
 // No .pte needed.
 // Prints one line per failed check and a closing "N passed, N failed"; exit code 1 on any failure.
 #include <algorithm>
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -18,38 +19,17 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "metadata.h"
 #include "output.h"
 #include "stream.h"
 #include "tekken.h"
 #include "transcript.h"
+#include "util.h"
 #include "voxtral_rt/audio.h"
 
 using namespace voxtral_rt;
 using namespace voxtral_rt::detail;
-
-// ---------------------------------------------------------------------------------------------- harness
-
-static int g_passed = 0, g_failed = 0;
-static const char* g_test = "";
-
-#define CHECK(cond)                                                                  \
-  do {                                                                               \
-    if (cond) {                                                                      \
-      ++g_passed;                                                                    \
-    } else {                                                                         \
-      ++g_failed;                                                                    \
-      std::printf("FAIL [%s] %s:%d: %s\n", g_test, __FILE__, __LINE__, #cond);      \
-    }                                                                                \
-  } while (0)
-#define CHECK_EQ(a, b) CHECK((a) == (b))
-
-static void run(const char* name, void (*fn)()) {
-  g_test = name;
-  const int before = g_failed;
-  fn();
-  std::printf("%s %s\n", g_failed == before ? "ok  " : "FAIL", name);
-}
 
 // ---------------------------------------------------------------------------------------------- tekken
 
@@ -418,43 +398,27 @@ static void test_audio_file_errors() {
 
 // ---------------------------------------------------------------------------------------------- metadata
 
+// The fake model's .pte metadata, every key of VOXTRAL_RT_METADATA_KEYS: the real protocol's constants, tiny sizes.
+static const std::map<std::string, int64_t> kTinyMetadata = {
+    {"format_version", 3}, {"sample_rate", 16000}, {"hop_length", 160}, {"window_size", 400}, {"num_mel_bins", 3},
+    {"samples_per_token", 1280}, {"mel_frames_per_token", 8}, {"enc_frames_per_token", 4}, {"dim", 4},
+    {"vocab_size", kNumSpecial + 263}, {"enc_sliding_window", 40}, {"dec_sliding_window", 64},
+    {"enc_cache_slots", 40 + 16}, {"dec_cache_slots", 64 + 5}, {"max_mel_frames", 24 /* 3 tokens */},
+    {"max_enc_tokens", 4}, {"max_dec_tokens", 5}, {"default_delay_tokens", 2}, {"left_pad_tokens", 4},
+    {"right_pad_buffer_tokens", 10}, {"bos_id", 1}, {"eos_id", 2}, {"streaming_pad_id", 5},
+    {"streaming_word_id", 6}, {"num_special_tokens", kNumSpecial}, {"ms_per_token", 80}};
+
 static ModelInfo tiny_info() {
   ModelInfo m;
-  m.format_version = 3;
-  m.sample_rate = 16000;
-  m.hop_length = 160;
-  m.window_size = 400;
-  m.num_mel_bins = 3;
-  m.samples_per_token = 1280;
-  m.mel_frames_per_token = 8;
-  m.enc_frames_per_token = 4;
-  m.dim = 4;
-  m.vocab_size = kNumSpecial + 263;
-  m.enc_sliding_window = 40;
-  m.dec_sliding_window = 64;
-  m.enc_cache_slots = 40 + 16;
-  m.dec_cache_slots = 64 + 5;
-  m.max_mel_frames = 24;  // 3 tokens
-  m.max_enc_tokens = 4;
-  m.max_dec_tokens = 5;
-  m.default_delay_tokens = 2;
-  m.left_pad_tokens = 4;
-  m.right_pad_buffer_tokens = 10;
-  m.bos_id = 1;
-  m.eos_id = 2;
-  m.streaming_pad_id = 5;
-  m.streaming_word_id = 6;
-  m.num_special_tokens = kNumSpecial;
-  m.ms_per_token = 80;
+#define VX_SET(name) m.name = kTinyMetadata.at(#name);
+  VOXTRAL_RT_METADATA_KEYS(VX_SET)
+#undef VX_SET
   return m;
 }
 
 static void test_metadata() {
   const ModelInfo want = tiny_info();
-  std::map<std::string, int64_t> kv;
-#define VX_PUT(name) kv[#name] = want.name;
-  VOXTRAL_RT_METADATA_KEYS(VX_PUT)
-#undef VX_PUT
+  std::map<std::string, int64_t> kv = kTinyMetadata;
   auto reader = [&](const char* key, int64_t* v) -> Status {
     auto it = kv.find(key);
     if (it == kv.end()) return Status::error(std::string("missing metadata '") + key + "': re-export");
@@ -705,7 +669,7 @@ static RunResult run_stream(const std::vector<float>& audio, size_t chunk, int64
     total += n_new;
     // never a decoder step whose audio embedding does not exist yet (FakeModel checks), and never
     // more generated tokens than positions with audio
-    CHECK(st.dec_pos() <= st.enc_pos());
+    CHECK(st.dec_pos() <= st.enc_tokens());
   }
   CHECK(st.flush(&n_new).ok());
   total += n_new;
@@ -717,7 +681,7 @@ static RunResult run_stream(const std::vector<float>& audio, size_t chunk, int64
   r.text = st.text();
   r.fake_errors = fake.errors;
   for (const auto& l : fake.log) std::printf("  fake: %s\n", l.c_str());
-  r.n_audio_tokens = st.n_audio_tokens_total();
+  r.n_audio_tokens = st.n_total_tokens();
   r.prompt_len = st.prompt_len();
   r.max_prefill = fake.max_prefill;
   r.max_enc_call = fake.max_enc_call;
@@ -1153,31 +1117,52 @@ static void test_stream_words_and_segments() {
   }
 }
 
+// ---------------------------------------------------------------------------------------------- util
+
+static void test_util() {
+  CHECK_EQ(percentile({}, 0.5), 0.0);
+  CHECK_EQ(percentile({3, 1, 2}, 0.5), 2.0);
+  CHECK_EQ(percentile({4, 1, 3, 2}, 0.5), 3.0);  // nearest rank: round(0.5 * 3) = 2
+  CHECK_EQ(percentile({4, 1, 3, 2}, 0.0), 1.0);
+  CHECK_EQ(percentile({4, 1, 3, 2}, 1.0), 4.0);
+  CHECK_EQ(percentile({10, 20, 30, 40, 50, 60, 70, 80, 90, 100}, 0.95), 100.0);  // round(8.55) = 9
+  CHECK_EQ(strf("%s=%" PRId64 " %.2f", "n", int64_t{-7}, 0.125), "n=-7 0.12");
+  const std::string long_text(5000, 'x');
+  CHECK_EQ(strf("<%s>", long_text.c_str()), "<" + long_text + ">");  // longer than any fixed buffer
+  CHECK_EQ(strf("%s", ""), "");
+  const double t0 = now_ms(), t1 = now_ms();
+  CHECK(t0 > 0 && t1 >= t0);
+  const double rss = proc_status_mib("VmRSS");
+  CHECK(rss > 0 && peak_rss_mib() >= rss);
+  CHECK_EQ(proc_status_mib("VmNoSuchLine"), -1.0);
+}
+
 int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "--list-keys") == 0) {  // the .pte metadata keys, for the contract test
     for (const char* key : kMetadataKeys) std::printf("%s\n", key);
     return 0;
   }
-  run("base64", test_base64);
-  run("protocol_drafts", test_protocol_drafts);
-  run("draft_policy", test_draft_policy);
-  run("utf8_replace", test_utf8_replace);
-  run("tekken_decode", test_tekken_decode);
-  run("tekken_errors", test_tekken_errors);
-  run("pcm_decoder", test_pcm_decoder);
-  run("resampler", test_resampler);
-  run("audio_file_reader", test_audio_file_reader);
-  run("audio_file_errors", test_audio_file_errors);
-  run("metadata", test_metadata);
-  run("protocol_offline", test_protocol_offline);
-  run("protocol_streaming_equals_offline", test_protocol_streaming_equals_offline);
-  run("history_cap", test_history_cap);
-  run("protocol_eos_and_text", test_protocol_eos_and_text);
-  run("stream_errors_and_reset", test_stream_errors_and_reset);
-  run("transcript_cases", test_transcript_cases);
-  run("transcript_rules", test_transcript_rules);
-  run("output_formats", test_output_formats);
-  run("stream_words_and_segments", test_stream_words_and_segments);
+  run_test("base64", test_base64);
+  run_test("protocol_drafts", test_protocol_drafts);
+  run_test("draft_policy", test_draft_policy);
+  run_test("utf8_replace", test_utf8_replace);
+  run_test("tekken_decode", test_tekken_decode);
+  run_test("tekken_errors", test_tekken_errors);
+  run_test("pcm_decoder", test_pcm_decoder);
+  run_test("resampler", test_resampler);
+  run_test("audio_file_reader", test_audio_file_reader);
+  run_test("audio_file_errors", test_audio_file_errors);
+  run_test("metadata", test_metadata);
+  run_test("protocol_offline", test_protocol_offline);
+  run_test("protocol_streaming_equals_offline", test_protocol_streaming_equals_offline);
+  run_test("history_cap", test_history_cap);
+  run_test("protocol_eos_and_text", test_protocol_eos_and_text);
+  run_test("stream_errors_and_reset", test_stream_errors_and_reset);
+  run_test("transcript_cases", test_transcript_cases);
+  run_test("transcript_rules", test_transcript_rules);
+  run_test("output_formats", test_output_formats);
+  run_test("stream_words_and_segments", test_stream_words_and_segments);
+  run_test("util", test_util);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }
