@@ -105,7 +105,7 @@ def internal_to_native(name: str) -> str:
     return name
 
 
-# (internal regex, HF on-disk template) -- MODEL_FACTS §3.3 / transformers' converter, read in reverse.
+# (internal regex, HF on-disk template) -- docs/model.md "Checkpoint formats" / transformers' converter, read in reverse.
 _ENC = r"whisper_encoder\.transformer\.layers\.(\d+)\."
 _HF_RULES: list[tuple[str, str]] = [
     (r"whisper_encoder\.conv_layers\.0\.conv\.(weight|bias)", r"audio_tower.embedder.conv1.\1"),
