@@ -7,7 +7,7 @@ also what the transformers processor and vLLM feed the model:
 2. multi-channel: the float32 mean over channels (mistral-common's lenient path, HF, vLLM all average);
 3. resample with ``soxr.resample(x, sr, 16000, quality="HQ")`` on the float32 array, only if sr differs.
 
-16-bit round trip (MODEL_FACTS §13.2): transformers' processor and vLLM's offline path re-encode the 16 kHz
+16-bit round trip (docs/model.md, "Audio input"): transformers' processor and vLLM's offline path re-encode the 16 kHz
 audio as 16-bit WAV before computing the mel. We do NOT quantize: samples stay float32. For 16-bit files at
 16 kHz (the common case) this is identical (checked: libsndfile's int16 -> float32 -> int16 round trip is
 exact, both directions scale by 32768). For float, 24-bit or resampled input we differ from that path by at

@@ -116,7 +116,7 @@ def _layer_rules(ours: str, hf: str, attention_norm: str, ffn_norm: str, params:
          for w, proj in (("w1", "gate"), ("w3", "up"), ("w2", "down"))]
 
 
-# (internal regex, HF on-disk template) -- MODEL_FACTS §3.3 / transformers' converter, read in reverse.
+# (internal regex, HF on-disk template) -- docs/model.md "Checkpoint formats" / transformers' converter, read in reverse.
 _HF_RULES: list[tuple[str, str]] = [
     (r"whisper_encoder\.conv_layers\.0\.conv\.(weight|bias)", r"audio_tower.embedder.conv1.\1"),
     (r"whisper_encoder\.conv_layers\.1\.conv\.(weight|bias)", r"audio_tower.embedder.conv2.\1"),

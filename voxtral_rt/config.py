@@ -476,7 +476,7 @@ class AudioArgs:
 
 # ----------------------------------------------------------------------------- presets
 
-# Real Voxtral-Mini-4B-Realtime-2602 shapes (MODEL_FACTS §2.1).
+# Real Voxtral-Mini-4B-Realtime-2602 shapes (docs/model.md, "Shapes").
 REAL_ENCODER = EncoderArgs(
     dim=1280, n_layers=32, n_heads=32, head_dim=64, hidden_dim=5120, rope_theta=1e6, norm_eps=1e-5,
     sliding_window=750, use_biases=True, num_mel_bins=128, sampling_rate=16000, hop_length=160,

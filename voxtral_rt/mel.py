@@ -1,4 +1,4 @@
-"""Log-mel front-end (MODEL_FACTS §4), offline and windowed, on one frame grid.
+"""Log-mel front-end (docs/model.md, "Mel front-end"), offline and windowed, on one frame grid.
 
 Reference definition (transformers' VoxtralRealtimeFeatureExtractor, vLLM, mistral-common's filterbank):
 STFT with n_fft = win = window_size, hop = hop_length, periodic Hann, center=True (reflect pad n_fft/2),

@@ -12,7 +12,7 @@ Decoding is byte/char-exact with mistral-common's ``MistralTokenizer.decode`` un
 * the decoded runs are concatenated. Nothing is stripped (no leading-space removal, no clean-up).
 
 So a multi-byte character split by e.g. ``[STREAMING_WORD]`` becomes U+FFFD characters, exactly as in the
-reference (MODEL_FACTS §13.4). `TextStream` gives the same text incrementally.
+reference (docs/model.md, "Text decoding"). `TextStream` gives the same text incrementally.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def _int_field(d: dict, key: str, where: str) -> int:
 
 # Special-token layout of the generated file. The ids of <unk>, <s>, </s>, [AUDIO], [BEGIN_AUDIO],
 # [STREAMING_PAD] and [STREAMING_WORD] are those of the real Voxtral-Mini-4B-Realtime tekken.json
-# (MODEL_FACTS §8.4). The others are names mistral-common's InstructTokenizerV13 resolves at construction
+# (docs/model.md, "Special tokens"). The others are names mistral-common's InstructTokenizerV13 resolves at construction
 # (V1: [INST] .. [SUFFIX]; V7: [SYSTEM_PROMPT], [/SYSTEM_PROMPT], [TOOL_CONTENT]; V11: [ARGS], [CALL_ID]);
 # their ranks are our choice (0..19 follow mistral-common's legacy layout). Every other rank is filler.
 _SPECIAL_LAYOUT: dict[int, str] = {

@@ -1,6 +1,6 @@
 """Bad and unusual inputs, end to end: each gets a clear error naming the problem (one `error:` line, its exit
 code, no crash) or a correct transcript (the same tokens as the Python reference path). Nothing hangs: every
-run has a timeout. The README's "Bad inputs" table lists these rows and the tests that cover them.
+run has a timeout. docs/robustness.md, "Bad inputs", lists these rows and the tests that cover them.
 
 C++ CLI exit codes: 1 bad flags, 2 model/tokenizer load failed, 3 audio input error, 130 interrupted.
 """
@@ -185,7 +185,7 @@ def test_sigint_mid_stream_prints_partial_transcript(tiny):
 
 def test_multi_hour_file_bounded_memory(tiny, tmp_path):
     """A long file is decoded and resampled block by block: the runner's peak RSS does not grow with it.
-    (40 min of 8 kHz here, to stay cheap; bench/long_session.py and the README have the 2-hour figures.)"""
+    (40 min of 8 kHz here, to stay cheap; bench/long_session.py and docs/robustness.md have the 2-hour figures.)"""
     sr, minutes = 8000, 40
     p = tmp_path / "long8k.wav"
     rng = np.random.default_rng(17)

@@ -58,7 +58,7 @@ def _raw(path: Path) -> dict[str, torch.Tensor]:
 
 def test_real_model_shapes():
     s = expected_shapes(REAL_MODEL)
-    assert len(s) == 711  # MODEL_FACTS §3.1
+    assert len(s) == 711  # docs/model.md, "Checkpoint formats"
     assert param_count(REAL_MODEL) == 4_429_679_360
     assert s["whisper_encoder.conv_layers.0.conv.weight"] == (1280, 128, 3)
     assert s["whisper_encoder.conv_layers.1.conv.weight"] == (1280, 1280, 3)
