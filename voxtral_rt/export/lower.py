@@ -10,7 +10,7 @@ from voxtral_rt.mel import export_log_mel
 from voxtral_rt.model import VoxtralRealtime, cast
 
 from .memory import log, trim
-from .toolchain import preprocess_copies_share_weights, shallow_provenance, xnnpack_float_casts
+from .toolchain import float_cast_layouts, preprocess_copies_share_weights, shallow_provenance, xnnpack_float_casts
 
 
 class AudioEncoder(nn.Module):
@@ -129,7 +129,8 @@ def lower(progs: dict, meta: dict[str, int]):
         with shallow_provenance(), preprocess_copies_share_weights(), xnnpack_float_casts() as configs:
             # One partitioner for every precision: dynamically quantized linears and the float ops around them
             # share XNNPACK graphs (a quantized-only pass first would cut each layer into many small ones).
-            edge = to_edge_transform_and_lower({name: prog}, partitioner={name: [XnnpackPartitioner(configs)]},
+            edge = to_edge_transform_and_lower({name: prog}, transform_passes=[float_cast_layouts],
+                                               partitioner={name: [XnnpackPartitioner(configs)]},
                                                compile_config=config)
         del prog
         lowered[name] = edge.exported_program(name)

@@ -95,9 +95,37 @@ def preprocess_copies_share_weights():
             XnnpackBackend.copy_exported_program_for_preprocess = own
 
 
+_FLOATS = {torch.float32, torch.float16}
+
+
+def _is_float_cast(node: torch.fx.Node) -> bool:
+    """An fp32 <-> fp16 _to_copy in the default layout, and nothing else (XNNPACK's Convert)."""
+    from executorch.backends.xnnpack.utils.utils import get_input_node
+
+    src, dst = get_input_node(node, 0).meta["val"].dtype, node.meta["val"].dtype
+    layout = node.kwargs.get("memory_format", torch.contiguous_format)
+    return (src != dst and {src, dst} <= _FLOATS and layout in (None, torch.contiguous_format)
+            and set(node.kwargs) <= {"dtype", "memory_format"})
+
+
+def float_cast_layouts(gm: torch.fx.GraphModule):
+    """Edge pass for xnnpack_float_casts, run before partitioning: XNNPACK's layout pass reads memory_format from
+    every _to_copy it owns, and export drops the default, so the float casts get it back explicitly."""
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    changed = False
+    for node in gm.graph.nodes:
+        if (node.op == "call_function" and getattr(node.target, "__name__", "").endswith("_to_copy.default")
+                and "memory_format" not in node.kwargs and _is_float_cast(node)):
+            node.kwargs = {**node.kwargs, "memory_format": torch.contiguous_format}
+            changed = True
+    return PassResult(gm, changed)
+
+
 @contextlib.contextmanager
 def xnnpack_float_casts():
-    """Yield XNNPACK partitioner configs that also take fp32 <-> fp16 casts (executorch 1.5.1).
+    """Yield XNNPACK partitioner configs that also take fp32 <-> fp16 casts (executorch 1.5.1); the edge program
+    must have gone through float_cast_layouts first.
 
     fp16 K/V caches need the query cast to fp16 and the attention output cast back inside the attention. The
     1.5.1 partitioner leaves every dtype-changing copy outside XNNPACK, which would cut each layer's graph in
@@ -115,23 +143,14 @@ def xnnpack_float_casts():
 
     target = "aten._to_copy.default"
     layout_copy = node_visitor._node_visitor_dict[target]  # 1.5.1's: memory-format changes only
-    floats = {torch.float32, torch.float16}
-
-    def is_float_cast(node: torch.fx.Node) -> bool:
-        src, dst = get_input_node(node, 0).meta["val"].dtype, node.meta["val"].dtype
-        layout = node.kwargs.get("memory_format", torch.contiguous_format)
-        return (src != dst and {src, dst} <= floats and layout in (None, torch.contiguous_format)
-                and set(node.kwargs) <= {"dtype", "memory_format"})
+    is_float_cast = _is_float_cast
 
     class FloatCastConfig(GenericNodePartitionerConfig):
         target_name = "_to_copy.default"
 
         def check_constraints(self, node: torch.fx.Node, ep) -> bool:  # type: ignore[no-untyped-def]
-            if not (self.check_common_constraints(node, ep) and is_float_cast(node)):
-                return False
-            # XNNPACK's layout pass reads memory_format from every _to_copy; export drops the default.
-            node.kwargs = {**node.kwargs, "memory_format": torch.contiguous_format}
-            return True
+            return (self.check_common_constraints(node, ep) and is_float_cast(node)
+                    and node.kwargs.get("memory_format") is not None)  # float_cast_layouts ran
 
         def supported_precision_types(self) -> list:
             return [ConfigPrecisionType.FP32]
