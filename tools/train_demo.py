@@ -72,6 +72,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -110,6 +111,15 @@ TRAIN_PITCHES = [20, 40, 60, 80]
 TEST_PITCHES = [30, 50, 70]
 N_TRAIN_VOICES = 400  # (accent, variant, speed, pitch) combinations drawn for training
 N_TEST_VOICES = 48
+# flite voices (Debian flite 2.2): speaker, duration stretch, F0 scale. rms is held out (a US male clustergen voice;
+# training has kal/kal16 = one diphone male at 8 and 16 kHz, awb = Scottish male and slt = US female, clustergen).
+FLITE_TRAIN_NAMES = ["kal", "kal16", "awb", "slt"]
+FLITE_TEST_NAMES = ["rms"]
+FLITE_TRAIN_STRETCHES = [0.8, 0.9, 1.0, 1.1, 1.2, 1.3]  # duration_stretch: > 1 is slower
+FLITE_TEST_STRETCHES = [0.85, 0.95, 1.05, 1.15, 1.25]
+FLITE_TRAIN_F0 = [0.8, 0.9, 1.0, 1.12, 1.25]  # times the voice's own mean F0 (rms ignores it)
+FLITE_TEST_F0 = [1.0]
+KINDS = ("words", "espeak", "flite")  # word-by-word espeak-ng, connected espeak-ng, connected flite
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,23 @@ class Voice:
     @property
     def name(self) -> str:
         return f"{self.accent}+{self.variant} s{self.speed} p{self.pitch}"
+
+
+@dataclass(frozen=True)
+class FliteVoice:
+    voice: str
+    stretch: float
+    f0_scale: float
+
+    @property
+    def name(self) -> str:
+        return f"flite {self.voice} x{self.stretch} f0x{self.f0_scale}"
+
+
+def flite_voices(held_out: bool) -> list[FliteVoice]:
+    names, st, f0 = ((FLITE_TEST_NAMES, FLITE_TEST_STRETCHES, FLITE_TEST_F0) if held_out
+                     else (FLITE_TRAIN_NAMES, FLITE_TRAIN_STRETCHES, FLITE_TRAIN_F0))
+    return [FliteVoice(v, s, f) for v in names for s in st for f in f0]
 
 
 def draw_voices(held_out: bool, n: int, seed: int, unseen_accents: bool = False) -> list[Voice]:
@@ -273,7 +300,11 @@ def render(rng: np.random.Generator, bank: WordBank, voice: Voice, sentences: li
             n += len(x)
             ends.append((w, n - len(x), n))
     sil(rng.uniform(0.05, 0.4))
-    audio = np.concatenate(parts)
+    return gain_and_noise(rng, np.concatenate(parts)), ends
+
+
+def gain_and_noise(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:
+    """The stream-level augmentation: a random peak gain, then white or low-passed noise at a random SNR."""
     audio = audio / (np.abs(audio).max() + 1e-9) * 10 ** rng.uniform(-1.3, -0.05)  # peak -26..-0.4 dBFS
     noise = rng.standard_normal(len(audio)).astype(np.float32)
     if rng.random() < 0.5:  # low-passed ("brown-ish") noise half of the time
@@ -281,7 +312,7 @@ def render(rng: np.random.Generator, bank: WordBank, voice: Voice, sentences: li
         noise /= noise.std() + 1e-9
     rms = math.sqrt(float(np.mean(audio**2)) + 1e-12)
     audio = audio + noise * rms * 10 ** (-rng.uniform(20, 45) / 20)  # SNR 20..45 dB
-    return np.clip(audio, -1, 1).astype(np.float32), ends
+    return np.clip(audio, -1, 1).astype(np.float32)
 
 
 def utterance(rng: np.random.Generator, gram: Sentences, bank: WordBank, voices: list[Voice], n_sent: int,
@@ -291,6 +322,51 @@ def utterance(rng: np.random.Generator, gram: Sentences, bank: WordBank, voices:
     warp = float(np.exp(rng.uniform(-max_warp, max_warp))) if max_warp > 0 else 1.0
     audio, ends = render(rng, bank, voice, sents, warp)
     return audio, ends, voice, sents
+
+
+class Synths:
+    """One espeak-ng and one flite library instance per process, created on first use (after fork())."""
+
+    def __init__(self) -> None:
+        self._es = self._fl = None
+
+    def say(self, rng: np.random.Generator, voice: Voice | FliteVoice, words: list[str]):
+        from tts import Espeak, Flite
+
+        if isinstance(voice, FliteVoice):
+            self._fl = self._fl or Flite()
+            return self._fl.say(" ".join(words), voice.voice, voice.stretch, voice.f0_scale,
+                                seed=int(rng.integers(2**31)))
+        self._es = self._es or Espeak()
+        return self._es.say(" ".join(words), f"{voice.accent}+{voice.variant}", voice.speed, voice.pitch)
+
+
+def connected_utterance(rng: np.random.Generator, gram: Sentences, synths: Synths, voices: list, n_sent: int,
+                        max_warp: float = 0.0):
+    """1..n sentences, each synthesized whole (connected speech) by one voice (espeak-ng Voice or FliteVoice), with
+    the synthesizer's word timings; sentence gaps, tape-speed warp, gain and noise as `render`."""
+    import soxr
+
+    voice = voices[int(rng.integers(len(voices)))]
+    sents = [gram.sentence(rng) for _ in range(n_sent)]
+    warp = float(np.exp(rng.uniform(-max_warp, max_warp))) if max_warp > 0 else 1.0
+    parts: list[np.ndarray] = []
+    ends: list[tuple[str, int, int]] = []
+    n = 0
+    for si, sent in enumerate(sents):
+        gap = int(rng.uniform(0.35, 1.2) * SR) if si else int(rng.uniform(0.05, 0.6) * SR)
+        parts.append(np.zeros(gap, np.float32))
+        n += gap
+        sp = synths.say(rng, voice, sent)
+        x, words = sp.audio, sp.words
+        if warp != 1.0:
+            x = soxr.resample(x, SR * warp, SR).astype(np.float32)
+            words = [(w, min(len(x), round(a / warp)), min(len(x), round(e / warp))) for w, a, e in words]
+        parts.append(x)
+        ends.extend((w, n + a, n + e) for w, a, e in words)
+        n += len(x)
+    parts.append(np.zeros(int(rng.uniform(0.05, 0.4) * SR), np.float32))
+    return gain_and_noise(rng, np.concatenate(parts)), ends, voice, sents
 
 
 # ----------------------------------------------------------------------------- targets
@@ -388,14 +464,21 @@ def write_checkpoint(model: torch.nn.Module, args: ModelArgs, out: Path) -> None
 
 
 def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]], first_index: int = 1,
-                  max_seconds: float = 0.0, unseen_accents: bool = False) -> list[Path]:
-    """n held-out utterances (one sentence each, held-out voices) as NN.wav (16-bit PCM) + NN.txt."""
+                  max_seconds: float = 0.0, unseen_accents: bool = False, kind: str = "words") -> list[Path]:
+    """n held-out utterances (one sentence each, held-out voices) as NN.wav (16-bit PCM) + NN.txt, and a line
+    `NN<TAB>kind<TAB>voice` per utterance in voices.tsv. kind: words (espeak-ng word by word, as in training),
+    espeak (connected espeak-ng), flite (connected flite, held-out speaker)."""
     import soundfile as sf
 
     out_dir.mkdir(parents=True, exist_ok=True)
     gram = Sentences(list(spell))
-    voices = draw_voices(True, N_TEST_VOICES, seed, unseen_accents)
-    bank = WordBank(voices, gram.words)
+    if kind == "words":
+        voices = draw_voices(True, N_TEST_VOICES, seed, unseen_accents)
+        bank = WordBank(voices, gram.words)
+    else:
+        voices = draw_voices(True, N_TEST_VOICES, seed, unseen_accents) if kind == "espeak" else flite_voices(True)
+        synths = Synths()
+    listing = []
     paths = []
     i = 0
     k = 0
@@ -403,14 +486,32 @@ def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]],
     while len(paths) < n:
         rng = np.random.default_rng([seed, 1_000_003, k])
         k += 1
-        audio, _, voice, sents = utterance(rng, gram, bank, voices, 1)
+        if kind == "words":
+            audio, _, voice, sents = utterance(rng, gram, bank, voices, 1)
+        else:
+            audio, _, voice, sents = connected_utterance(rng, gram, synths, voices, 1)
         if max_seconds and len(audio) > max_seconds * SR:
             continue
         stem = f"{first_index + i:0{width}d}"
         sf.write(out_dir / f"{stem}.wav", audio, SR, subtype="PCM_16")
         (out_dir / f"{stem}.txt").write_text(" ".join(sents[0]) + "\n")
+        listing.append(f"{stem}\t{kind}\t{voice.name}\n")
         paths.append(out_dir / f"{stem}.wav")
         i += 1
+    with open(out_dir / "voices.tsv", "a" if first_index > 1 else "w") as f:
+        f.writelines(listing)
+    return paths
+
+
+# The bundled samples (models/demo/samples): the first held-out utterances of at most 4 s of each kind (a seed
+# per kind, so that the kinds say different sentences).
+SAMPLE_KINDS = [("words", 2), ("espeak", 2), ("flite", 2)]
+
+
+def write_samples(out_dir: Path, seed: int, spell: dict[str, list[int]]) -> list[Path]:
+    paths: list[Path] = []
+    for k, (kind, n) in enumerate(SAMPLE_KINDS):
+        paths += write_heldout(out_dir, n, seed + k, spell, first_index=len(paths) + 1, max_seconds=4.0, kind=kind)
     return paths
 
 
@@ -420,9 +521,27 @@ def cmd_eval_data(a: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as td:
         _, _, spell = make_tokenizer(Path(td), a.vocab_size)
     t0 = time.time()
-    write_heldout(Path(a.out_dir), a.n, a.seed, spell, unseen_accents=a.unseen_accents)
-    print(f"wrote {a.n} held-out utterances to {a.out_dir} in {time.time() - t0:.0f} s", file=sys.stderr)
+    write_heldout(Path(a.out_dir), a.n, a.seed, spell, unseen_accents=a.unseen_accents, kind=a.kind)
+    print(f"wrote {a.n} held-out utterances ({a.kind}) to {a.out_dir} in {time.time() - t0:.0f} s", file=sys.stderr)
     return 0
+
+
+def cmd_samples(a: argparse.Namespace) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as td:
+        _, _, spell = make_tokenizer(Path(td), a.vocab_size)
+    paths = write_samples(Path(a.out) / "samples", a.seed + 1, spell)
+    print(f"wrote {len(paths)} samples to {Path(a.out) / 'samples'}", file=sys.stderr)
+    return 0
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its waited-for children (training processes, espeak-ng)."""
+    import resource
+
+    r = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(x.ru_utime + x.ru_stime for x in r)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -436,7 +555,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     voices = draw_voices(False, N_TRAIN_VOICES, a.seed)
     bank = WordBank(voices, words, cache=a.bank_cache)
     t_data = time.time() - t_start
-    print(f"[data] {len(voices)} training voices x {len(words)} words synthesized in {t_data:.0f} s", flush=True)
+    print(f"[data] {len(voices)} training voices x {len(words)} words synthesized in {t_data:.0f} s "
+          f"(CPU {_cpu_seconds():.0f} s)", flush=True)
     ids = {"bos": tk.get_special_token("<s>"), "pad": tk.get_special_token("[STREAMING_PAD]")}
     if a.procs == 1:
         _train_worker(0, a, spell, voices, bank, ids, t_data, None)
@@ -459,7 +579,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         if any(pr.exitcode != 0 for pr in procs):
             print(f"error: a training process failed (exit codes {[pr.exitcode for pr in procs]})", file=sys.stderr)
             return 1
-    samples = write_heldout(out / "samples", a.n_samples, a.seed + 1, spell, max_seconds=4.0)
+    t_total, cpu_total = time.time() - t_start, _cpu_seconds()
+    print(f"[done] data + training: wall {t_total:.0f} s, CPU {cpu_total:.0f} s (all processes)", flush=True)
+    samples = write_samples(out / "samples", a.seed + 1, spell)
     print(f"[done] checkpoint in {out}; {len(samples)} held-out samples in {out / 'samples'}", flush=True)
     return 0
 
@@ -505,10 +627,20 @@ def _train_worker(rank: int, a: argparse.Namespace, spell: dict[str, list[int]],
     model.train()
     t_train = time.time()
     ema = None
+    mix = np.array([float(x) for x in a.mix.split(",")])
+    mix /= mix.sum()
+    synths = Synths()
+    fvoices = flite_voices(False)
+    ema_kind = {k: None for k in KINDS}
     for step in range(a.steps):
         rng = np.random.default_rng([a.seed, step, rank])  # each process its own stream
+        kind = KINDS[int(rng.choice(len(KINDS), p=mix))]
         n_sent = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
-        audio, ends, _, _ = utterance(rng, gram, bank, voices, n_sent, a.max_warp)
+        if kind == "words":
+            audio, ends, _, _ = utterance(rng, gram, bank, voices, n_sent, a.max_warp)
+        else:
+            audio, ends, _, _ = connected_utterance(rng, gram, synths, voices if kind == "espeak" else fvoices,
+                                                    n_sent, a.max_warp)
         z = stream_tokens(ends, len(audio), spell, L, D, bos, pad)
         T = len(z)
         stream = np.concatenate([np.zeros(L * SPT, np.float32), audio,
@@ -543,12 +675,15 @@ def _train_worker(rank: int, a: argparse.Namespace, spell: dict[str, list[int]],
         gn = torch.nn.utils.clip_grad_norm_(plist, a.clip)
         opt.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        e = ema_kind[kind]
+        ema_kind[kind] = loss.item() if e is None else 0.95 * e + 0.05 * loss.item()
         if step % 50 == 0 or step == a.steps - 1:
             with torch.no_grad():
                 pred = logits[sel].argmax(-1)
                 word = lab[sel] != pad
                 acc_w = (pred[word] == lab[sel][word]).float().mean().item() if word.any() else float("nan")
-            log(f"[train] step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  word-tok acc {acc_w:.3f}  "
+            per_kind = " ".join(f"{k} {v:.3f}" for k, v in ema_kind.items() if v is not None)
+            log(f"[train] step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f} ({per_kind})  word-tok acc {acc_w:.3f}  "
                 f"aux {loss_aux.item():.3f}  gnorm {gn:.2f}  lr {lr:.2e}  T {T}  {time.time() - t_train:.0f} s", flush=True)
     t_train = time.time() - t_train
     if rank == 0:
@@ -567,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="synthesize data, train, write the checkpoint + held-out samples")
     t.add_argument("--out", default=str(ROOT / "models" / "demo"))
-    t.add_argument("--steps", type=int, default=5500)
+    t.add_argument("--steps", type=int, default=9000)
     t.add_argument("--max-warp", type=float, default=0.15,
                    help="augmentation: play each stream exp(U(-w, w)) times faster (0 = off)")
     t.add_argument("--lr", type=float, default=2e-3)
@@ -584,13 +719,22 @@ def main(argv: list[str] | None = None) -> int:
                      dec_hidden=512, dec_theta=1e3).items():
         t.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     t.add_argument("--bank-cache", help="pickle file caching the synthesized words between runs (development)")
-    t.add_argument("--n-samples", type=int, default=4, help="held-out WAVs bundled in OUT/samples")
+    t.add_argument("--mix", default="0.3,0.35,0.35",
+                   help="share of training streams per kind: words (espeak-ng word by word), espeak, flite (connected)")
     t.set_defaults(fn=cmd_train)
+    sm = sub.add_parser("samples", help="(re)write only the bundled held-out samples OUT/samples")
+    sm.add_argument("--out", default=str(ROOT / "models" / "demo"))
+    sm.add_argument("--seed", type=int, default=0, help="the training seed (samples use seed + 1)")
+    sm.add_argument("--vocab-size", type=int, default=2000)
+    sm.set_defaults(fn=cmd_samples)
     e = sub.add_parser("eval-data", help="write held-out utterances (DIR/NNN.wav + NNN.txt)")
     e.add_argument("out_dir")
     e.add_argument("--n", type=int, default=240)
     e.add_argument("--seed", type=int, default=1000)
     e.add_argument("--vocab-size", type=int, default=2000)
+    e.add_argument("--kind", choices=KINDS, default="words",
+                   help="words: espeak-ng word by word (as the original set); espeak: connected espeak-ng sentences; "
+                        "flite: connected flite sentences (held-out speaker rms)")
     e.add_argument("--unseen-accents", action="store_true",
                    help="held-out espeak accents too (en-us-nyc, en-gb-x-gbcwmd), not only held-out variants/speeds/pitches")
     e.set_defaults(fn=cmd_eval_data)
