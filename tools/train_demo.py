@@ -324,6 +324,9 @@ def utterance(rng: np.random.Generator, gram: Sentences, bank: WordBank, voices:
     return audio, ends, voice, sents
 
 
+from tts import NoWordTiming  # noqa: E402
+
+
 class Synths:
     """One espeak-ng and one flite library instance per process, created on first use (after fork())."""
 
@@ -357,7 +360,14 @@ def connected_utterance(rng: np.random.Generator, gram: Sentences, synths: Synth
         gap = int(rng.uniform(0.35, 1.2) * SR) if si else int(rng.uniform(0.05, 0.6) * SR)
         parts.append(np.zeros(gap, np.float32))
         n += gap
-        sp = synths.say(rng, voice, sent)
+        for _ in range(100):
+            try:
+                sp = synths.say(rng, voice, sent)
+                break
+            except NoWordTiming:  # rare (random word strings): another sentence
+                sent = sents[si] = gram.sentence(rng)
+        else:
+            raise RuntimeError(f"no sentence with word timings for {voice.name}")
         x, words = sp.audio, sp.words
         if warp != 1.0:
             x = soxr.resample(x, SR * warp, SR).astype(np.float32)
@@ -702,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="synthesize data, train, write the checkpoint + held-out samples")
     t.add_argument("--out", default=str(ROOT / "models" / "demo"))
-    t.add_argument("--steps", type=int, default=9000)
+    t.add_argument("--steps", type=int, default=8000)
     t.add_argument("--max-warp", type=float, default=0.15,
                    help="augmentation: play each stream exp(U(-w, w)) times faster (0 = off)")
     t.add_argument("--lr", type=float, default=2e-3)

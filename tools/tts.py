@@ -10,7 +10,7 @@ where the phoneme starts, `text_position` = the word it belongs to); a word star
 Its espeakEVENT_WORD events are not used: before a vowel-initial word they sit at the previous word's last
 consonant (a liaison: "turn on" has the "on" event at the start of turn's /n/), and a few function-word pairs are
 spoken as one dictionary entry with one event ("on the", "in the", "of the"); such a pair is split at the onset of
-"the" (its /D/ or /d/ phoneme). flite: its Word relation (the end time of the segment before the word's first
+"the" (its /D/ or /d/ phoneme). Any other merge (rare: "to to" in a random word string) raises NoWordTiming. flite: its Word relation (the end time of the segment before the word's first
 segment). A word
 ends where the next word starts, or at the end of the audio, minus the silence before that point (the last sample
 above 2 % of the word's peak, + 5 ms): espeak-ng inserts pauses between some words (e.g. ~120 ms between "left"
@@ -34,6 +34,10 @@ import numpy as np
 SR = 16000
 TRIM_FRACTION = 0.02  # a sample is speech if |x| > 2 % of the word's (or utterance's) peak
 TRIM_MARGIN = 80  # 5 ms kept after the last speech sample
+
+
+class NoWordTiming(RuntimeError):
+    """The synthesizer gave no timing for a word (espeak-ng spoke it as one entry with its neighbour, e.g. "to to")."""
 
 
 @dataclass
@@ -141,7 +145,7 @@ class Espeak:
                 group = phonemes.get(first_char[i - 1], []) if i else []
                 onset = [s for s, name in group if name[:1] in ("D", "d")]
                 if words[i] != "the" or not onset:
-                    raise AssertionError(f"no phonemes for {words[i]!r} in {text!r} ({voice}): "
+                    raise NoWordTiming(f"no phonemes for {words[i]!r} in {text!r} ({voice}): "
                                          f"{[name for _, name in group]}")
                 starts[i] = onset[-1]
         if set(phonemes) - set(first_char):
