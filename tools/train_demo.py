@@ -1,22 +1,35 @@
 #!/usr/bin/env python3
-"""Train the tiny demo model: the Voxtral-Realtime architecture and code, trained from scratch on espeak-ng speech.
+"""Train the tiny demo model: the Voxtral-Realtime architecture and code, trained from scratch on synthetic speech
+(espeak-ng and flite).
 
-    nice -n 10 python tools/train_demo.py train --out models/demo   # ~3 min synthesis + ~16 min training, 2 shared cores
-    python tools/train_demo.py eval-data DIR [--n 240] [--unseen-accents]   # held-out wav + txt pairs for `eval`
+    nice -n 19 python tools/train_demo.py train --out models/demo   # ~5 min synthesis CPU + ~27 min training CPU
+    python tools/train_demo.py eval-data DIR [--n 240] [--kind words|espeak|flite] [--unseen-accents]
+    python tools/train_demo.py samples --out models/demo              # only rewrite models/demo/samples
 
 Data
 ----
 Sentences over a small vocabulary (digits, colors, directions, commands, objects, a few function words; a word
 that needs more than 3 tokens of the reduced tekken vocabulary is dropped), from a small command grammar (75 %) or
-as random word strings (25 %). Each word is synthesized on its own by espeak-ng (an accent + a voice variant, a
-speed in words/min, a pitch), trimmed of silence, resampled to 16 kHz (soxr HQ, as `load_audio`), and the words are
-concatenated with random gaps (40-300 ms; 350-1200 ms between sentences), so every word's end sample is known
-exactly. Then a random gain (peak -26..-0.4 dBFS) and white or low-passed noise (SNR 20-45 dB). One training
-example is a stream of 1-3 sentences from one of 400 training voices, its words played exp(U(-0.15, 0.15)) times
-faster (a tape-speed change: tempo, pitch and formants together) to widen the range of voices.
-Held-out utterances (`eval-data`, `samples/`) use voice variants, speeds and pitches never used in training (the
-espeak accents are the training ones); `eval-data --unseen-accents` also uses accents never used in training
-(en-us-nyc, en-gb-x-gbcwmd): a harder set.
+as random word strings (25 %). One training example is a stream of 1-3 sentences spoken by one voice, of one of
+three kinds (shares `--mix`, default 0.3 / 0.35 / 0.35):
+
+* words: each word synthesized on its own by espeak-ng (an accent + a voice variant, a speed in words/min, a
+  pitch; 400 training voices), trimmed of silence (2 % of its peak, 5 ms margin), and the words concatenated with
+  random gaps (40-300 ms), so every word's end sample is exact. No coarticulation, no sentence prosody.
+* espeak: each sentence synthesized whole by libespeak-ng (same 400 voices) -- connected speech;
+* flite: each sentence synthesized whole by libflite, voices kal, kal16 (one diphone speaker at 8 / 16 kHz), awb,
+  slt (clustergen), at 6 duration stretches x 5 F0 scales; voice rms is held out.
+
+For connected speech the word timings come from the synthesizer itself (`tools/tts.py`: espeak-ng's phoneme
+events, flite's Word relation): a word ends where the next word starts (or the audio ends) minus the silence before
+that point, with the same 2 % / 5 ms trim as a word synthesized alone. All audio is resampled to 16 kHz (soxr HQ,
+as `load_audio`); sentences are separated by 350-1200 ms; the stream is played exp(U(-0.15, 0.15)) times faster (a
+tape-speed change: tempo, pitch and formants together), then gets a random gain (peak -26..-0.4 dBFS) and white or
+low-passed noise (SNR 20-45 dB).
+Held-out utterances (`eval-data`, `samples/`) are one sentence each. `--kind words` and `--kind espeak` use
+espeak-ng voice variants, speeds and pitches never used in training (the espeak accents are the training ones;
+`--unseen-accents` also uses accents never used in training: en-us-nyc, en-gb-x-gbcwmd, a harder set);
+`--kind flite` uses the held-out speaker rms at duration stretches never used in training.
 
 Targets (the streaming scheme; teacher forcing)
 ------------------------------------------------
@@ -47,7 +60,8 @@ Two training-only aids, both discarded afterwards (the checkpoint is the plain a
 Two fork()ed single-thread processes each take one stream per step and average gradients (gloo all-reduce); on two
 shared cores this is far faster than two intra-op threads. Everything is seeded: the data of (step, process) comes
 from numpy's Generator([seed, step, process]), espeak-ng is deterministic, and torch runs single-threaded, so a
-rerun gives bit-identical weights on the same machine.
+rerun gives bit-identical weights on the same machine (espeak-ng and flite are called in a fixed order in each
+process; see `tools/tts.py` on their state).
 
 Output (Mistral-native format): params.json (`ModelArgs.to_params_json()`), consolidated.safetensors (bf16, native
 names), tekken.json (`write_tekken_json`: the first vocab_size - 1000 BPE ranks of mistral-common's tekken file),
@@ -120,6 +134,8 @@ FLITE_TEST_STRETCHES = [0.85, 0.95, 1.05, 1.15, 1.25]
 FLITE_TRAIN_F0 = [0.8, 0.9, 1.0, 1.12, 1.25]  # times the voice's own mean F0 (rms ignores it)
 FLITE_TEST_F0 = [1.0]
 KINDS = ("words", "espeak", "flite")  # word-by-word espeak-ng, connected espeak-ng, connected flite
+KIND_LABEL = {"words": "espeak-ng {}, words synthesized one by one", "espeak": "espeak-ng {}, one utterance",
+              "flite": "{}, one utterance"}
 
 
 @dataclass(frozen=True)
@@ -476,7 +492,7 @@ def write_checkpoint(model: torch.nn.Module, args: ModelArgs, out: Path) -> None
 def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]], first_index: int = 1,
                   max_seconds: float = 0.0, unseen_accents: bool = False, kind: str = "words") -> list[Path]:
     """n held-out utterances (one sentence each, held-out voices) as NN.wav (16-bit PCM) + NN.txt, and a line
-    `NN<TAB>kind<TAB>voice` per utterance in voices.tsv. kind: words (espeak-ng word by word, as in training),
+    `NN<TAB>kind<TAB>description` per utterance in voices.tsv. kind: words (espeak-ng word by word, as in training),
     espeak (connected espeak-ng), flite (connected flite, held-out speaker)."""
     import soundfile as sf
 
@@ -505,7 +521,7 @@ def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]],
         stem = f"{first_index + i:0{width}d}"
         sf.write(out_dir / f"{stem}.wav", audio, SR, subtype="PCM_16")
         (out_dir / f"{stem}.txt").write_text(" ".join(sents[0]) + "\n")
-        listing.append(f"{stem}\t{kind}\t{voice.name}\n")
+        listing.append(f"{stem}\t{kind}\t{KIND_LABEL[kind].format(voice.name)}\n")
         paths.append(out_dir / f"{stem}.wav")
         i += 1
     with open(out_dir / "voices.tsv", "a" if first_index > 1 else "w") as f:
