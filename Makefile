@@ -69,8 +69,8 @@ test: setup runner runner-asan runner-tsan fuzz-build
 	$(PY) -m pytest -q
 
 # The embedded demo model (models/demo: a tiny Voxtral-architecture model trained by tools/train_demo.py on
-# espeak-ng and flite speech, see README "Demo model"): export it as an 8da4w .pte, build the runner, and stream each
-# bundled held-out clip (words spoken one by one, connected espeak-ng and flite sentences) through it in 80 ms chunks.
+# synthetic speech, see README "Demo model"): export it as an 8da4w .pte, build the runner, and stream each bundled
+# held-out clip (samples/voices.tsv says how it was made) through it in 80 ms chunks.
 # The same with the real checkpoint (a directory with params.json, consolidated.safetensors, tekken.json):
 #   make demo MODEL=/path/to/Voxtral-Mini-4B-Realtime-2602
 MODEL ?= models/demo
