@@ -25,7 +25,9 @@ events, flite's Word relation): a word ends where the next word starts (or the a
 that point, with the same 2 % / 5 ms trim as a word synthesized alone. All audio is resampled to 16 kHz (soxr HQ,
 as `load_audio`); sentences are separated by 350-1200 ms; the stream is played exp(U(-0.15, 0.15)) times faster (a
 tape-speed change: tempo, pitch and formants together), then gets a random gain (peak -26..-0.4 dBFS) and white or
-low-passed noise (SNR 20-45 dB).
+low-passed noise (SNR 20-45 dB). Half of the streams also get a vocal-tract-length perturbation on the spectrum
+(`vtlp_matrix`: frequencies scaled by exp(U(-0.1, 0.1)) up to 80 % of Nyquist, formants move, tempo does not), for
+speakers the training voices do not cover (flite has only three distinct training speakers).
 Held-out utterances (`eval-data`, `samples/`) are one sentence each. `--kind words` and `--kind espeak` use
 espeak-ng voice variants, speeds and pitches never used in training (the espeak accents are the training ones;
 `--unseen-accents` also uses accents never used in training: en-us-nyc, en-gb-x-gbcwmd, a harder set);
@@ -416,6 +418,39 @@ def stream_tokens(ends: list[tuple[str, int, int]], n_samples: int, spell: dict[
     return z
 
 
+def vtlp_matrix(n_freq: int, alpha: float, cut: float = 0.8) -> torch.Tensor:
+    """Vocal-tract-length perturbation as a linear map of the power spectrum (n_freq bins, 0..Nyquist): the output
+    bin k takes the input at frequency k / alpha (linear interpolation) up to cut * Nyquist, then a straight line to
+    Nyquist -> Nyquist. alpha > 1 moves formants up (a shorter vocal tract), without changing tempo or F0 contour
+    timing -- unlike the tape-speed warp, which moves tempo, pitch and formants together."""
+    top = n_freq - 1
+    b = cut * top
+    k = np.arange(n_freq, dtype=np.float64)
+    src = np.where(k <= b, k / alpha, b / alpha + (k - b) * (top - b / alpha) / (top - b))
+    lo = np.clip(np.floor(src).astype(int), 0, top)
+    hi = np.clip(lo + 1, 0, top)
+    fr = src - np.floor(src)
+    m = np.zeros((n_freq, n_freq), np.float32)
+    np.add.at(m, (np.arange(n_freq), lo), 1 - fr)
+    np.add.at(m, (np.arange(n_freq), hi), fr)
+    return torch.from_numpy(m)
+
+
+def train_log_mel(pcm: torch.Tensor, enc, alpha: float = 1.0) -> torch.Tensor:
+    """`voxtral_rt.mel.log_mel` (the same ops), with the power spectrum warped by `vtlp_matrix(alpha)` if alpha != 1."""
+    from voxtral_rt.mel import MelSpec, _finish, log_mel, mel_filters
+
+    if alpha == 1.0:
+        return log_mel(pcm, enc)
+    spec = MelSpec.from_encoder(enc)
+    window = torch.hann_window(spec.n_fft, periodic=True, dtype=torch.float32)
+    stft = torch.stft(pcm.to(torch.float32), spec.n_fft, spec.hop, window=window, center=True, pad_mode="reflect",
+                      return_complex=True)
+    power = stft[..., :-1].abs() ** 2
+    filters = mel_filters(spec.n_mels, spec.n_fft, spec.sampling_rate)  # [n_freq, n_mels]
+    return _finish((vtlp_matrix(power.shape[0], alpha).T @ filters).T @ power, spec.floor)
+
+
 def word_labels(ends: list[tuple[str, int, int]], T: int, word_index: dict[str, int], L: int, dense: bool,
                 span: int = 3) -> torch.Tensor:
     """Auxiliary per-audio-token labels (audio embedding index = L + real token index): class 1 + word index on the
@@ -667,12 +702,13 @@ def _train_worker(rank: int, a: argparse.Namespace, spell: dict[str, list[int]],
         else:
             audio, ends, _, _ = connected_utterance(rng, gram, synths, voices if kind == "espeak" else fvoices,
                                                     n_sent, a.max_warp)
+        alpha = float(np.exp(rng.uniform(-a.vtlp, a.vtlp))) if a.vtlp > 0 and rng.random() < a.vtlp_p else 1.0
         z = stream_tokens(ends, len(audio), spell, L, D, bos, pad)
         T = len(z)
         stream = np.concatenate([np.zeros(L * SPT, np.float32), audio,
                                  np.zeros((-len(audio)) % SPT + (D + 11) * SPT, np.float32)])
         assert len(stream) == T * SPT
-        mel = log_mel(torch.from_numpy(stream), args.encoder)[None]  # [1, 128, 8T]
+        mel = train_log_mel(torch.from_numpy(stream), args.encoder, alpha)[None]  # [1, 128, 8T]
         tok = torch.tensor(z)
         warm = min(1.0, (step + 1) / a.warmup)
         lr = a.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
@@ -728,9 +764,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="synthesize data, train, write the checkpoint + held-out samples")
     t.add_argument("--out", default=str(ROOT / "models" / "demo"))
-    t.add_argument("--steps", type=int, default=8000)
+    t.add_argument("--steps", type=int, default=12000)
     t.add_argument("--max-warp", type=float, default=0.15,
                    help="augmentation: play each stream exp(U(-w, w)) times faster (0 = off)")
+    t.add_argument("--vtlp", type=float, default=0.1,
+                   help="augmentation: warp the spectrum's frequency axis by exp(U(-v, v)) (formants; 0 = off) ...")
+    t.add_argument("--vtlp-p", type=float, default=0.5, help="... on this share of the streams")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--warmup", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)

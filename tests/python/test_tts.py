@@ -84,3 +84,22 @@ def test_flite_word_spans_and_determinism(flite):
     assert np.array_equal(a.audio, b.audio) and a.words == b.words
     slow = flite.say("call two three", "slt", 1.3, 1.0, seed=5)
     assert len(slow.audio) > 1.2 * len(a.audio)
+
+
+def test_vtlp_moves_formants_not_time():
+    """The training-only spectrum warp (tools/train_demo.py `vtlp_matrix`): identity at alpha 1, a 1 kHz tone's
+    mel peak moves up for alpha > 1 and down for alpha < 1, the frame count is unchanged, and Nyquist maps to itself."""
+    import torch
+
+    import train_demo as td
+    from voxtral_rt.mel import log_mel
+
+    assert torch.equal(td.vtlp_matrix(201, 1.0), torch.eye(201))
+    assert td.vtlp_matrix(201, 1.1)[200, 200] == 1.0 and td.vtlp_matrix(201, 0.9)[200, 200] == 1.0
+    enc = td.demo_args(2000).encoder
+    t = torch.arange(32000) / SR
+    tone = 0.3 * torch.sin(2 * np.pi * 1000 * t)
+    peak = {a: int(td.train_log_mel(tone, enc, a).mean(1).argmax()) for a in (0.9, 1.0, 1.1)}
+    assert peak[0.9] < peak[1.0] < peak[1.1]
+    assert torch.equal(td.train_log_mel(tone, enc, 1.0), log_mel(tone, enc))
+    assert td.train_log_mel(tone, enc, 1.1).shape == log_mel(tone, enc).shape
