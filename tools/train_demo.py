@@ -4,7 +4,8 @@
 
     nice -n 19 python tools/train_demo.py train --out models/demo   # 8000 steps: 5 min CPU word bank + 23 min CPU training
     python tools/train_demo.py eval-data DIR [--n 240] [--kind words|espeak|flite] [--unseen-accents]
-    python tools/train_demo.py samples --out models/demo              # only rewrite models/demo/samples
+    python tools/train_demo.py samples --out models/demo              # only rewrite models/demo/samples (its model
+                                                                      # picks the clips it gets right, see SAMPLE_KINDS)
 
 Data
 ----
@@ -67,7 +68,7 @@ process; see `tools/tts.py` on their state).
 
 Output (Mistral-native format): params.json (`ModelArgs.to_params_json()`), consolidated.safetensors (bf16, native
 names), tekken.json (`write_tekken_json`: the first vocab_size - 1000 BPE ranks of mistral-common's tekken file),
-samples/NN.wav + NN.txt (held-out voices).
+samples/NN.wav + NN.txt (held-out voices; the first per kind that the trained model transcribes correctly).
 """
 
 from __future__ import annotations
@@ -525,10 +526,12 @@ def write_checkpoint(model: torch.nn.Module, args: ModelArgs, out: Path) -> None
 
 
 def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]], first_index: int = 1,
-                  max_seconds: float = 0.0, unseen_accents: bool = False, kind: str = "words") -> list[Path]:
+                  max_seconds: float = 0.0, unseen_accents: bool = False, kind: str = "words",
+                  accept=None) -> list[Path]:
     """n held-out utterances (one sentence each, held-out voices) as NN.wav (16-bit PCM) + NN.txt, and a line
     `NN<TAB>kind<TAB>description` per utterance in voices.tsv. kind: words (espeak-ng word by word, as in training),
-    espeak (connected espeak-ng), flite (connected flite, held-out speaker)."""
+    espeak (connected espeak-ng), flite (connected flite, held-out speaker). accept(wav_path, text) -> bool, if
+    given, skips the candidates it rejects; the description then says how many were skipped before this one."""
     import soundfile as sf
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -543,6 +546,7 @@ def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]],
     paths = []
     i = 0
     k = 0
+    skipped = 0
     width = max(2, len(str(first_index + n - 1)))
     while len(paths) < n:
         rng = np.random.default_rng([seed, 1_000_003, k])
@@ -555,8 +559,14 @@ def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]],
             continue
         stem = f"{first_index + i:0{width}d}"
         sf.write(out_dir / f"{stem}.wav", audio, SR, subtype="PCM_16")
+        if accept is not None and not accept(out_dir / f"{stem}.wav", " ".join(sents[0])):
+            (out_dir / f"{stem}.wav").unlink()
+            skipped += 1
+            continue
         (out_dir / f"{stem}.txt").write_text(" ".join(sents[0]) + "\n")
-        listing.append(f"{stem}\t{kind}\t{KIND_LABEL[kind].format(voice.name)}\n")
+        note = f" (selected: {skipped} earlier candidate(s) of this kind mis-transcribed)" if accept is not None else ""
+        skipped = 0
+        listing.append(f"{stem}\t{kind}\t{KIND_LABEL[kind].format(voice.name)}{note}\n")
         paths.append(out_dir / f"{stem}.wav")
         i += 1
     with open(out_dir / "voices.tsv", "a" if first_index > 1 else "w") as f:
@@ -565,14 +575,33 @@ def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]],
 
 
 # The bundled samples (models/demo/samples): the first held-out utterances of at most 4 s of each kind (a seed
-# per kind, so that the kinds say different sentences).
+# per kind, so that the kinds say different sentences) that the model (eager fp32) transcribes correctly. They are
+# a demo and a regression test of the layers (export, quantization, runner), not a measurement: the model's error
+# rate is in README's WER table, and voices.tsv says how many candidates were skipped before each sample.
 SAMPLE_KINDS = [("words", 2), ("espeak", 2), ("flite", 2)]
 
 
-def write_samples(out_dir: Path, seed: int, spell: dict[str, list[int]]) -> list[Path]:
+def transcribes_correctly(model_dir: Path):
+    """accept(wav, text) for write_heldout: the eager fp32 model's transcript of the WAV equals text."""
+    from voxtral_rt.audio import load_audio
+    from voxtral_rt.checkpoint import load_model
+    from voxtral_rt.evaluate import normalize
+    from voxtral_rt.protocol import EagerEngine, transcribe
+    from voxtral_rt.tokenizer import Tekken
+
+    model, _ = load_model(model_dir, dtype=torch.float32)
+    engine, tok = EagerEngine(model.eval()), Tekken.from_file(model_dir / "tekken.json")
+    return lambda wav, text: normalize(transcribe(engine, tok, load_audio(wav))["text"]) == normalize(text)
+
+
+def write_samples(out_dir: Path, seed: int, spell: dict[str, list[int]], model_dir: Path | None = None) -> list[Path]:
+    accept = transcribes_correctly(model_dir) if model_dir is not None else None
+    for old in [*out_dir.glob("*.wav"), *out_dir.glob("*.txt")]:
+        old.unlink()
     paths: list[Path] = []
     for k, (kind, n) in enumerate(SAMPLE_KINDS):
-        paths += write_heldout(out_dir, n, seed + k, spell, first_index=len(paths) + 1, max_seconds=4.0, kind=kind)
+        paths += write_heldout(out_dir, n, seed + k, spell, first_index=len(paths) + 1, max_seconds=4.0, kind=kind,
+                               accept=accept)
     return paths
 
 
@@ -592,7 +621,7 @@ def cmd_samples(a: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory() as td:
         _, _, spell = make_tokenizer(Path(td), a.vocab_size)
-    paths = write_samples(Path(a.out) / "samples", a.seed + 1, spell)
+    paths = write_samples(Path(a.out) / "samples", a.seed + 1, spell, None if a.any else Path(a.out))
     print(f"wrote {len(paths)} samples to {Path(a.out) / 'samples'}", file=sys.stderr)
     return 0
 
@@ -642,7 +671,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             return 1
     t_total, cpu_total = time.time() - t_start, _cpu_seconds()
     print(f"[done] data + training: wall {t_total:.0f} s, CPU {cpu_total:.0f} s (all processes)", flush=True)
-    samples = write_samples(out / "samples", a.seed + 1, spell)
+    samples = write_samples(out / "samples", a.seed + 1, spell, out)
     print(f"[done] checkpoint in {out}; {len(samples)} held-out samples in {out / 'samples'}", flush=True)
     return 0
 
@@ -791,6 +820,8 @@ def main(argv: list[str] | None = None) -> int:
     sm.add_argument("--out", default=str(ROOT / "models" / "demo"))
     sm.add_argument("--seed", type=int, default=0, help="the training seed (samples use seed + 1)")
     sm.add_argument("--vocab-size", type=int, default=2000)
+    sm.add_argument("--any", action="store_true",
+                    help="the first candidates, whether or not OUT's model transcribes them correctly")
     sm.set_defaults(fn=cmd_samples)
     e = sub.add_parser("eval-data", help="write held-out utterances (DIR/NNN.wav + NNN.txt)")
     e.add_argument("out_dir")
