@@ -525,6 +525,9 @@ def write_checkpoint(model: torch.nn.Module, args: ModelArgs, out: Path) -> None
 # ----------------------------------------------------------------------------- commands
 
 
+MAX_SKIPPED = 50  # write_heldout: an untrained model gets nothing right; take the next candidate after this many
+
+
 def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]], first_index: int = 1,
                   max_seconds: float = 0.0, unseen_accents: bool = False, kind: str = "words",
                   accept=None) -> list[Path]:
@@ -559,12 +562,14 @@ def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]],
             continue
         stem = f"{first_index + i:0{width}d}"
         sf.write(out_dir / f"{stem}.wav", audio, SR, subtype="PCM_16")
-        if accept is not None and not accept(out_dir / f"{stem}.wav", " ".join(sents[0])):
+        ok = accept is None or accept(out_dir / f"{stem}.wav", " ".join(sents[0]))
+        if not ok and skipped < MAX_SKIPPED:
             (out_dir / f"{stem}.wav").unlink()
             skipped += 1
             continue
         (out_dir / f"{stem}.txt").write_text(" ".join(sents[0]) + "\n")
-        note = f" (selected: {skipped} earlier candidate(s) of this kind mis-transcribed)" if accept is not None else ""
+        note = ("" if accept is None else f" (selected: {skipped} earlier candidate(s) of this kind mis-transcribed)"
+                if ok else f" (NOT transcribed correctly, nor were the {skipped} candidates before it)")
         skipped = 0
         listing.append(f"{stem}\t{kind}\t{KIND_LABEL[kind].format(voice.name)}{note}\n")
         paths.append(out_dir / f"{stem}.wav")
