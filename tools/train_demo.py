@@ -2,7 +2,7 @@
 """Train the tiny demo model: the Voxtral-Realtime architecture and code, trained from scratch on synthetic speech
 (espeak-ng and flite).
 
-    nice -n 19 python tools/train_demo.py train --out models/demo   # 8000 steps: 5 min CPU word bank + 23 min CPU training
+    nice -n 19 python tools/train_demo.py train --out models/demo   # 12000 steps: 5 min CPU word bank + 35 min CPU training
     python tools/train_demo.py eval-data DIR [--n 240] [--kind words|espeak|flite] [--unseen-accents]
     python tools/train_demo.py samples --out models/demo              # only rewrite models/demo/samples (its model
                                                                       # picks the clips it gets right, see SAMPLE_KINDS)
