@@ -6,7 +6,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 PIP   := $(VENV)/bin/pip
 BUILD ?= build/release
-DEB_PKGS := libgflags-dev nlohmann-json3-dev libsndfile1-dev libsoxr-dev espeak-ng sox
+DEB_PKGS := libgflags-dev nlohmann-json3-dev libsndfile1-dev libsoxr-dev espeak-ng flite sox
 ART   ?= artifacts
 
 .PHONY: setup deps-debian runner runner-asan runner-tsan test test-python demo clean test-asan test-tsan fuzz fuzz-build deps-fuzz
@@ -72,20 +72,33 @@ test: setup runner runner-asan runner-tsan fuzz-build
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The embedded demo model (models/demo: a tiny Voxtral-architecture model trained by tools/train_demo.py on
-# espeak-ng speech, see README "Demo model"): export it as an 8da4w .pte, build the runner, and stream a bundled
-# held-out clip through it in 80 ms chunks.
-demo: runner $(ART)/demo_8da4w.pte
-	@echo "audio:      models/demo/samples/01.wav (held-out voice)"
-	@echo "reference:  $$(cat models/demo/samples/01.txt)"
-	@printf "transcript:"
-	@runner/build/voxtral_realtime_runner --model_path $(ART)/demo_8da4w.pte --tokenizer_path models/demo/tekken.json \
-	    --audio_path models/demo/samples/01.wav --streaming --chunk_ms 80 --stats
+# synthetic speech, see README "Demo model"): export it as an 8da4w .pte, build the runner, and stream each bundled
+# held-out clip (samples/voices.tsv says how it was made) through it in 80 ms chunks.
+# The same with the real checkpoint (a directory with params.json, consolidated.safetensors, tekken.json):
+#   make demo MODEL=/path/to/Voxtral-Mini-4B-Realtime-2602
+MODEL ?= models/demo
+SAMPLES ?= models/demo/samples
+DEMO_PTE := $(ART)/$(notdir $(abspath $(MODEL)))_8da4w.pte
+demo: runner $(DEMO_PTE)
+	@echo "model: $(MODEL) -> $(DEMO_PTE) (8da4w linears + 8-bit embedding), C++ runner streaming in 80 ms chunks"
+	@for wav in $(SAMPLES)/*.wav; do \
+	  n=$$(basename $$wav .wav); \
+	  src=$$(awk -F'\t' -v n=$$n '$$1 == n {print $$3}' $(SAMPLES)/voices.tsv 2>/dev/null); \
+	  echo; echo "$$wav  ($${src:-?})"; \
+	  echo "  reference:  $$(cat $(SAMPLES)/$$n.txt)"; \
+	  printf "  transcript:"; \
+	  runner/build/voxtral_realtime_runner --model_path $(DEMO_PTE) --tokenizer_path $(MODEL)/tekken.json \
+	      --audio_path $$wav --streaming --chunk_ms 80 2>/dev/null || exit 1; \
+	done
+	@echo; echo "stats for the last clip:"
+	@runner/build/voxtral_realtime_runner --model_path $(DEMO_PTE) --tokenizer_path $(MODEL)/tekken.json \
+	    --audio_path $$(ls $(SAMPLES)/*.wav | tail -1) --streaming --chunk_ms 80 --stats >/dev/null
 
 # Re-exported when the model or the export code changes (an old .pte may have an older format_version).
-$(ART)/demo_8da4w.pte: models/demo/consolidated.safetensors models/demo/params.json export/export_voxtral_rt.py \
+$(DEMO_PTE): $(wildcard $(MODEL)/*.safetensors) $(MODEL)/params.json export/export_voxtral_rt.py \
 		voxtral_rt/model.py voxtral_rt/mel.py voxtral_rt/pte.py $(wildcard voxtral_rt/export/*.py) | setup
 	@mkdir -p $(ART)
-	$(PY) export/export_voxtral_rt.py --model-path models/demo --output $@ \
+	$(PY) export/export_voxtral_rt.py --model-path $(MODEL) --output $@ \
 	    --qlinear 8da4w --qlinear-encoder 8da4w --qembedding 8w
 
 clean:

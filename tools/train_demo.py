@@ -1,22 +1,38 @@
 #!/usr/bin/env python3
-"""Train the tiny demo model: the Voxtral-Realtime architecture and code, trained from scratch on espeak-ng speech.
+"""Train the tiny demo model: the Voxtral-Realtime architecture and code, trained from scratch on synthetic speech
+(espeak-ng and flite).
 
-    nice -n 10 python tools/train_demo.py train --out models/demo   # ~3 min synthesis + ~16 min training, 2 shared cores
-    python tools/train_demo.py eval-data DIR [--n 240] [--unseen-accents]   # held-out wav + txt pairs for `eval`
+    nice -n 19 python tools/train_demo.py train --out models/demo   # 12000 steps: 5 min CPU word bank + 35 min CPU training
+    python tools/train_demo.py eval-data DIR [--n 240] [--kind words|espeak|flite] [--unseen-accents]
+    python tools/train_demo.py samples --out models/demo              # only rewrite models/demo/samples (its model
+                                                                      # picks the clips it gets right, see SAMPLE_KINDS)
 
 Data
 ----
 Sentences over a small vocabulary (digits, colors, directions, commands, objects, a few function words; a word
 that needs more than 3 tokens of the reduced tekken vocabulary is dropped), from a small command grammar (75 %) or
-as random word strings (25 %). Each word is synthesized on its own by espeak-ng (an accent + a voice variant, a
-speed in words/min, a pitch), trimmed of silence, resampled to 16 kHz (soxr HQ, as `load_audio`), and the words are
-concatenated with random gaps (40-300 ms; 350-1200 ms between sentences), so every word's end sample is known
-exactly. Then a random gain (peak -26..-0.4 dBFS) and white or low-passed noise (SNR 20-45 dB). One training
-example is a stream of 1-3 sentences from one of 400 training voices, its words played exp(U(-0.15, 0.15)) times
-faster (a tape-speed change: tempo, pitch and formants together) to widen the range of voices.
-Held-out utterances (`eval-data`, `samples/`) use voice variants, speeds and pitches never used in training (the
-espeak accents are the training ones); `eval-data --unseen-accents` also uses accents never used in training
-(en-us-nyc, en-gb-x-gbcwmd): a harder set.
+as random word strings (25 %). One training example is a stream of 1-3 sentences spoken by one voice, of one of
+three kinds (shares `--mix`, default 0.3 / 0.35 / 0.35):
+
+* words: each word synthesized on its own by espeak-ng (an accent + a voice variant, a speed in words/min, a
+  pitch; 400 training voices), trimmed of silence (2 % of its peak, 5 ms margin), and the words concatenated with
+  random gaps (40-300 ms), so every word's end sample is exact. No coarticulation, no sentence prosody.
+* espeak: each sentence synthesized whole by libespeak-ng (same 400 voices) -- connected speech;
+* flite: each sentence synthesized whole by libflite, voices kal, kal16 (one diphone speaker at 8 / 16 kHz), awb,
+  slt (clustergen), at 6 duration stretches x 5 F0 scales; voice rms is held out.
+
+For connected speech the word timings come from the synthesizer itself (`tools/tts.py`: espeak-ng's phoneme
+events, flite's Word relation): a word ends where the next word starts (or the audio ends) minus the silence before
+that point, with the same 2 % / 5 ms trim as a word synthesized alone. All audio is resampled to 16 kHz (soxr HQ,
+as `load_audio`); sentences are separated by 350-1200 ms; the stream is played exp(U(-0.15, 0.15)) times faster (a
+tape-speed change: tempo, pitch and formants together), then gets a random gain (peak -26..-0.4 dBFS) and white or
+low-passed noise (SNR 20-45 dB). Half of the streams also get a vocal-tract-length perturbation on the spectrum
+(`vtlp_matrix`: frequencies scaled by exp(U(-0.1, 0.1)) up to 80 % of Nyquist, formants move, tempo does not), for
+speakers the training voices do not cover (flite has only three distinct training speakers).
+Held-out utterances (`eval-data`, `samples/`) are one sentence each. `--kind words` and `--kind espeak` use
+espeak-ng voice variants, speeds and pitches never used in training (the espeak accents are the training ones;
+`--unseen-accents` also uses accents never used in training: en-us-nyc, en-gb-x-gbcwmd, a harder set);
+`--kind flite` uses the held-out speaker rms at duration stretches never used in training.
 
 Targets (the streaming scheme; teacher forcing)
 ------------------------------------------------
@@ -47,11 +63,12 @@ Two training-only aids, both discarded afterwards (the checkpoint is the plain a
 Two fork()ed single-thread processes each take one stream per step and average gradients (gloo all-reduce); on two
 shared cores this is far faster than two intra-op threads. Everything is seeded: the data of (step, process) comes
 from numpy's Generator([seed, step, process]), espeak-ng is deterministic, and torch runs single-threaded, so a
-rerun gives bit-identical weights on the same machine.
+rerun gives bit-identical weights on the same machine (espeak-ng and flite are called in a fixed order in each
+process; see `tools/tts.py` on their state).
 
 Output (Mistral-native format): params.json (`ModelArgs.to_params_json()`), consolidated.safetensors (bf16, native
 names), tekken.json (`write_tekken_json`: the first vocab_size - 1000 BPE ranks of mistral-common's tekken file),
-samples/NN.wav + NN.txt (held-out voices).
+samples/NN.wav + NN.txt (held-out voices; the first per kind that the trained model transcribes correctly).
 """
 
 from __future__ import annotations
@@ -72,6 +89,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -110,6 +128,17 @@ TRAIN_PITCHES = [20, 40, 60, 80]
 TEST_PITCHES = [30, 50, 70]
 N_TRAIN_VOICES = 400  # (accent, variant, speed, pitch) combinations drawn for training
 N_TEST_VOICES = 48
+# flite voices (Debian flite 2.2): speaker, duration stretch, F0 scale. rms is held out (a US male clustergen voice;
+# training has kal/kal16 = one diphone male at 8 and 16 kHz, awb = Scottish male and slt = US female, clustergen).
+FLITE_TRAIN_NAMES = ["kal", "kal16", "awb", "slt"]
+FLITE_TEST_NAMES = ["rms"]
+FLITE_TRAIN_STRETCHES = [0.8, 0.9, 1.0, 1.1, 1.2, 1.3]  # duration_stretch: > 1 is slower
+FLITE_TEST_STRETCHES = [0.85, 0.95, 1.05, 1.15, 1.25]
+FLITE_TRAIN_F0 = [0.8, 0.9, 1.0, 1.12, 1.25]  # times the voice's own mean F0 (rms ignores it)
+FLITE_TEST_F0 = [1.0]
+KINDS = ("words", "espeak", "flite")  # word-by-word espeak-ng, connected espeak-ng, connected flite
+KIND_LABEL = {"words": "espeak-ng {}, words synthesized one by one", "espeak": "espeak-ng {}, one utterance",
+              "flite": "{}, one utterance"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +151,23 @@ class Voice:
     @property
     def name(self) -> str:
         return f"{self.accent}+{self.variant} s{self.speed} p{self.pitch}"
+
+
+@dataclass(frozen=True)
+class FliteVoice:
+    voice: str
+    stretch: float
+    f0_scale: float
+
+    @property
+    def name(self) -> str:
+        return f"flite {self.voice} x{self.stretch} f0x{self.f0_scale}"
+
+
+def flite_voices(held_out: bool) -> list[FliteVoice]:
+    names, st, f0 = ((FLITE_TEST_NAMES, FLITE_TEST_STRETCHES, FLITE_TEST_F0) if held_out
+                     else (FLITE_TRAIN_NAMES, FLITE_TRAIN_STRETCHES, FLITE_TRAIN_F0))
+    return [FliteVoice(v, s, f) for v in names for s in st for f in f0]
 
 
 def draw_voices(held_out: bool, n: int, seed: int, unseen_accents: bool = False) -> list[Voice]:
@@ -273,7 +319,11 @@ def render(rng: np.random.Generator, bank: WordBank, voice: Voice, sentences: li
             n += len(x)
             ends.append((w, n - len(x), n))
     sil(rng.uniform(0.05, 0.4))
-    audio = np.concatenate(parts)
+    return gain_and_noise(rng, np.concatenate(parts)), ends
+
+
+def gain_and_noise(rng: np.random.Generator, audio: np.ndarray) -> np.ndarray:
+    """The stream-level augmentation: a random peak gain, then white or low-passed noise at a random SNR."""
     audio = audio / (np.abs(audio).max() + 1e-9) * 10 ** rng.uniform(-1.3, -0.05)  # peak -26..-0.4 dBFS
     noise = rng.standard_normal(len(audio)).astype(np.float32)
     if rng.random() < 0.5:  # low-passed ("brown-ish") noise half of the time
@@ -281,7 +331,7 @@ def render(rng: np.random.Generator, bank: WordBank, voice: Voice, sentences: li
         noise /= noise.std() + 1e-9
     rms = math.sqrt(float(np.mean(audio**2)) + 1e-12)
     audio = audio + noise * rms * 10 ** (-rng.uniform(20, 45) / 20)  # SNR 20..45 dB
-    return np.clip(audio, -1, 1).astype(np.float32), ends
+    return np.clip(audio, -1, 1).astype(np.float32)
 
 
 def utterance(rng: np.random.Generator, gram: Sentences, bank: WordBank, voices: list[Voice], n_sent: int,
@@ -291,6 +341,61 @@ def utterance(rng: np.random.Generator, gram: Sentences, bank: WordBank, voices:
     warp = float(np.exp(rng.uniform(-max_warp, max_warp))) if max_warp > 0 else 1.0
     audio, ends = render(rng, bank, voice, sents, warp)
     return audio, ends, voice, sents
+
+
+from tts import NoWordTiming  # noqa: E402
+
+
+class Synths:
+    """One espeak-ng and one flite library instance per process, created on first use (after fork())."""
+
+    def __init__(self) -> None:
+        self._es = self._fl = None
+
+    def say(self, rng: np.random.Generator, voice: Voice | FliteVoice, words: list[str]):
+        from tts import Espeak, Flite
+
+        if isinstance(voice, FliteVoice):
+            self._fl = self._fl or Flite()
+            return self._fl.say(" ".join(words), voice.voice, voice.stretch, voice.f0_scale,
+                                seed=int(rng.integers(2**31)))
+        self._es = self._es or Espeak()
+        return self._es.say(" ".join(words), f"{voice.accent}+{voice.variant}", voice.speed, voice.pitch)
+
+
+def connected_utterance(rng: np.random.Generator, gram: Sentences, synths: Synths, voices: list, n_sent: int,
+                        max_warp: float = 0.0):
+    """1..n sentences, each synthesized whole (connected speech) by one voice (espeak-ng Voice or FliteVoice), with
+    the synthesizer's word timings; sentence gaps, tape-speed warp, gain and noise as `render`."""
+    import soxr
+
+    voice = voices[int(rng.integers(len(voices)))]
+    sents = [gram.sentence(rng) for _ in range(n_sent)]
+    warp = float(np.exp(rng.uniform(-max_warp, max_warp))) if max_warp > 0 else 1.0
+    parts: list[np.ndarray] = []
+    ends: list[tuple[str, int, int]] = []
+    n = 0
+    for si, sent in enumerate(sents):
+        gap = int(rng.uniform(0.35, 1.2) * SR) if si else int(rng.uniform(0.05, 0.6) * SR)
+        parts.append(np.zeros(gap, np.float32))
+        n += gap
+        for _ in range(100):
+            try:
+                sp = synths.say(rng, voice, sent)
+                break
+            except NoWordTiming:  # rare (random word strings): another sentence
+                sent = sents[si] = gram.sentence(rng)
+        else:
+            raise RuntimeError(f"no sentence with word timings for {voice.name}")
+        x, words = sp.audio, sp.words
+        if warp != 1.0:
+            x = soxr.resample(x, SR * warp, SR).astype(np.float32)
+            words = [(w, min(len(x), round(a / warp)), min(len(x), round(e / warp))) for w, a, e in words]
+        parts.append(x)
+        ends.extend((w, n + a, n + e) for w, a, e in words)
+        n += len(x)
+    parts.append(np.zeros(int(rng.uniform(0.05, 0.4) * SR), np.float32))
+    return gain_and_noise(rng, np.concatenate(parts)), ends, voice, sents
 
 
 # ----------------------------------------------------------------------------- targets
@@ -312,6 +417,39 @@ def stream_tokens(ends: list[tuple[str, int, int]], n_samples: int, spell: dict[
     if nxt > T - 1:
         raise AssertionError("a word's tokens run past the stream end")
     return z
+
+
+def vtlp_matrix(n_freq: int, alpha: float, cut: float = 0.8) -> torch.Tensor:
+    """Vocal-tract-length perturbation as a linear map of the power spectrum (n_freq bins, 0..Nyquist): the output
+    bin k takes the input at frequency k / alpha (linear interpolation) up to cut * Nyquist, then a straight line to
+    Nyquist -> Nyquist. alpha > 1 moves formants up (a shorter vocal tract), without changing tempo or F0 contour
+    timing -- unlike the tape-speed warp, which moves tempo, pitch and formants together."""
+    top = n_freq - 1
+    b = cut * top
+    k = np.arange(n_freq, dtype=np.float64)
+    src = np.where(k <= b, k / alpha, b / alpha + (k - b) * (top - b / alpha) / (top - b))
+    lo = np.clip(np.floor(src).astype(int), 0, top)
+    hi = np.clip(lo + 1, 0, top)
+    fr = src - np.floor(src)
+    m = np.zeros((n_freq, n_freq), np.float32)
+    np.add.at(m, (np.arange(n_freq), lo), 1 - fr)
+    np.add.at(m, (np.arange(n_freq), hi), fr)
+    return torch.from_numpy(m)
+
+
+def train_log_mel(pcm: torch.Tensor, enc, alpha: float = 1.0) -> torch.Tensor:
+    """`voxtral_rt.mel.log_mel` (the same ops), with the power spectrum warped by `vtlp_matrix(alpha)` if alpha != 1."""
+    from voxtral_rt.mel import MelSpec, _finish, log_mel, mel_filters
+
+    if alpha == 1.0:
+        return log_mel(pcm, enc)
+    spec = MelSpec.from_encoder(enc)
+    window = torch.hann_window(spec.n_fft, periodic=True, dtype=torch.float32)
+    stft = torch.stft(pcm.to(torch.float32), spec.n_fft, spec.hop, window=window, center=True, pad_mode="reflect",
+                      return_complex=True)
+    power = stft[..., :-1].abs() ** 2
+    filters = mel_filters(spec.n_mels, spec.n_fft, spec.sampling_rate)  # [n_freq, n_mels]
+    return _finish((vtlp_matrix(power.shape[0], alpha).T @ filters).T @ power, spec.floor)
 
 
 def word_labels(ends: list[tuple[str, int, int]], T: int, word_index: dict[str, int], L: int, dense: bool,
@@ -387,30 +525,89 @@ def write_checkpoint(model: torch.nn.Module, args: ModelArgs, out: Path) -> None
 # ----------------------------------------------------------------------------- commands
 
 
+MAX_SKIPPED = 50  # write_heldout: an untrained model gets nothing right; take the next candidate after this many
+
+
 def write_heldout(out_dir: Path, n: int, seed: int, spell: dict[str, list[int]], first_index: int = 1,
-                  max_seconds: float = 0.0, unseen_accents: bool = False) -> list[Path]:
-    """n held-out utterances (one sentence each, held-out voices) as NN.wav (16-bit PCM) + NN.txt."""
+                  max_seconds: float = 0.0, unseen_accents: bool = False, kind: str = "words",
+                  accept=None) -> list[Path]:
+    """n held-out utterances (one sentence each, held-out voices) as NN.wav (16-bit PCM) + NN.txt, and a line
+    `NN<TAB>kind<TAB>description` per utterance in voices.tsv. kind: words (espeak-ng word by word, as in training),
+    espeak (connected espeak-ng), flite (connected flite, held-out speaker). accept(wav_path, text) -> bool, if
+    given, skips the candidates it rejects; the description then says how many were skipped before this one."""
     import soundfile as sf
 
     out_dir.mkdir(parents=True, exist_ok=True)
     gram = Sentences(list(spell))
-    voices = draw_voices(True, N_TEST_VOICES, seed, unseen_accents)
-    bank = WordBank(voices, gram.words)
+    if kind == "words":
+        voices = draw_voices(True, N_TEST_VOICES, seed, unseen_accents)
+        bank = WordBank(voices, gram.words)
+    else:
+        voices = draw_voices(True, N_TEST_VOICES, seed, unseen_accents) if kind == "espeak" else flite_voices(True)
+        synths = Synths()
+    listing = []
     paths = []
     i = 0
     k = 0
+    skipped = 0
     width = max(2, len(str(first_index + n - 1)))
     while len(paths) < n:
         rng = np.random.default_rng([seed, 1_000_003, k])
         k += 1
-        audio, _, voice, sents = utterance(rng, gram, bank, voices, 1)
+        if kind == "words":
+            audio, _, voice, sents = utterance(rng, gram, bank, voices, 1)
+        else:
+            audio, _, voice, sents = connected_utterance(rng, gram, synths, voices, 1)
         if max_seconds and len(audio) > max_seconds * SR:
             continue
         stem = f"{first_index + i:0{width}d}"
         sf.write(out_dir / f"{stem}.wav", audio, SR, subtype="PCM_16")
+        ok = accept is None or accept(out_dir / f"{stem}.wav", " ".join(sents[0]))
+        if not ok and skipped < MAX_SKIPPED:
+            (out_dir / f"{stem}.wav").unlink()
+            skipped += 1
+            continue
         (out_dir / f"{stem}.txt").write_text(" ".join(sents[0]) + "\n")
+        note = ("" if accept is None else f" (selected: {skipped} earlier candidate(s) of this kind mis-transcribed)"
+                if ok else f" (NOT transcribed correctly, nor were the {skipped} candidates before it)")
+        skipped = 0
+        listing.append(f"{stem}\t{kind}\t{KIND_LABEL[kind].format(voice.name)}{note}\n")
         paths.append(out_dir / f"{stem}.wav")
         i += 1
+    with open(out_dir / "voices.tsv", "a" if first_index > 1 else "w") as f:
+        f.writelines(listing)
+    return paths
+
+
+# The bundled samples (models/demo/samples): the first held-out utterances of at most 4 s of each kind (a seed
+# per kind, so that the kinds say different sentences) that the model (eager fp32) transcribes correctly. They are
+# a demo and a regression test of the layers (export, quantization, runner), not a measurement: the model's error
+# rate is in README's WER table, and voices.tsv says how many candidates were skipped before each sample.
+SAMPLE_KINDS = [("words", 2), ("espeak", 2), ("flite", 2)]
+
+
+def transcribes_correctly(model_dir: Path):
+    """accept(wav, text) for write_heldout: the eager fp32 model's transcript of the WAV equals text."""
+    from voxtral_rt.audio import load_audio
+    from voxtral_rt.checkpoint import load_model
+    from voxtral_rt.evaluate import normalize
+    from voxtral_rt.engine import EagerEngine
+    from voxtral_rt.protocol import transcribe
+    from voxtral_rt.tokenizer import Tekken
+
+    model, _ = load_model(model_dir, dtype=torch.float32)
+    engine, tok = EagerEngine(model.eval()), Tekken.from_file(model_dir / "tekken.json")
+    return lambda wav, text: normalize(transcribe(engine, tok, load_audio(wav))["text"]) == normalize(text)
+
+
+def write_samples(out_dir: Path, seed: int, spell: dict[str, list[int]], model_dir: Path | None = None) -> list[Path]:
+    accept = transcribes_correctly(model_dir) if model_dir is not None else None
+    for old in [*out_dir.glob("*.wav"), *out_dir.glob("*.txt")]:
+        old.unlink()
+    paths: list[Path] = []
+    for k, (kind, n) in enumerate(SAMPLE_KINDS):
+        paths += write_heldout(out_dir, n, seed + k, spell, first_index=len(paths) + 1, max_seconds=4.0, kind=kind,
+                               accept=accept)
     return paths
 
 
@@ -420,9 +617,27 @@ def cmd_eval_data(a: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as td:
         _, _, spell = make_tokenizer(Path(td), a.vocab_size)
     t0 = time.time()
-    write_heldout(Path(a.out_dir), a.n, a.seed, spell, unseen_accents=a.unseen_accents)
-    print(f"wrote {a.n} held-out utterances to {a.out_dir} in {time.time() - t0:.0f} s", file=sys.stderr)
+    write_heldout(Path(a.out_dir), a.n, a.seed, spell, unseen_accents=a.unseen_accents, kind=a.kind)
+    print(f"wrote {a.n} held-out utterances ({a.kind}) to {a.out_dir} in {time.time() - t0:.0f} s", file=sys.stderr)
     return 0
+
+
+def cmd_samples(a: argparse.Namespace) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as td:
+        _, _, spell = make_tokenizer(Path(td), a.vocab_size)
+    paths = write_samples(Path(a.out) / "samples", a.seed + 1, spell, None if a.any else Path(a.out))
+    print(f"wrote {len(paths)} samples to {Path(a.out) / 'samples'}", file=sys.stderr)
+    return 0
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its waited-for children (training processes, espeak-ng)."""
+    import resource
+
+    r = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(x.ru_utime + x.ru_stime for x in r)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -436,7 +651,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     voices = draw_voices(False, N_TRAIN_VOICES, a.seed)
     bank = WordBank(voices, words, cache=a.bank_cache)
     t_data = time.time() - t_start
-    print(f"[data] {len(voices)} training voices x {len(words)} words synthesized in {t_data:.0f} s", flush=True)
+    print(f"[data] {len(voices)} training voices x {len(words)} words synthesized in {t_data:.0f} s "
+          f"(CPU {_cpu_seconds():.0f} s)", flush=True)
     ids = {"bos": tk.get_special_token("<s>"), "pad": tk.get_special_token("[STREAMING_PAD]")}
     if a.procs == 1:
         _train_worker(0, a, spell, voices, bank, ids, t_data, None)
@@ -459,7 +675,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         if any(pr.exitcode != 0 for pr in procs):
             print(f"error: a training process failed (exit codes {[pr.exitcode for pr in procs]})", file=sys.stderr)
             return 1
-    samples = write_heldout(out / "samples", a.n_samples, a.seed + 1, spell, max_seconds=4.0)
+    t_total, cpu_total = time.time() - t_start, _cpu_seconds()
+    print(f"[done] data + training: wall {t_total:.0f} s, CPU {cpu_total:.0f} s (all processes)", flush=True)
+    samples = write_samples(out / "samples", a.seed + 1, spell, out)
     print(f"[done] checkpoint in {out}; {len(samples)} held-out samples in {out / 'samples'}", flush=True)
     return 0
 
@@ -505,17 +723,28 @@ def _train_worker(rank: int, a: argparse.Namespace, spell: dict[str, list[int]],
     model.train()
     t_train = time.time()
     ema = None
+    mix = np.array([float(x) for x in a.mix.split(",")])
+    mix /= mix.sum()
+    synths = Synths()
+    fvoices = flite_voices(False)
+    ema_kind = {k: None for k in KINDS}
     for step in range(a.steps):
         rng = np.random.default_rng([a.seed, step, rank])  # each process its own stream
+        kind = KINDS[int(rng.choice(len(KINDS), p=mix))]
         n_sent = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
-        audio, ends, _, _ = utterance(rng, gram, bank, voices, n_sent, a.max_warp)
+        if kind == "words":
+            audio, ends, _, _ = utterance(rng, gram, bank, voices, n_sent, a.max_warp)
+        else:
+            audio, ends, _, _ = connected_utterance(rng, gram, synths, voices if kind == "espeak" else fvoices,
+                                                    n_sent, a.max_warp)
+        alpha = float(np.exp(rng.uniform(-a.vtlp, a.vtlp))) if a.vtlp > 0 and rng.random() < a.vtlp_p else 1.0
         z = stream_tokens(ends, len(audio), spell, L, D, bos, pad)
         T = len(z)
         stream = np.concatenate([np.zeros(L * SPT, np.float32), audio,
                                  np.zeros((-len(audio)) % SPT + (D + 1 + OFFLINE_STREAMING_BUFFER_TOKENS) * SPT,
                                           np.float32)])
         assert len(stream) == T * SPT
-        mel = log_mel(torch.from_numpy(stream), args.encoder)[None]  # [1, 128, 8T]
+        mel = train_log_mel(torch.from_numpy(stream), args.encoder, alpha)[None]  # [1, 128, 8T]
         tok = torch.tensor(z)
         warm = min(1.0, (step + 1) / a.warmup)
         lr = a.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
@@ -544,12 +773,15 @@ def _train_worker(rank: int, a: argparse.Namespace, spell: dict[str, list[int]],
         gn = torch.nn.utils.clip_grad_norm_(plist, a.clip)
         opt.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        e = ema_kind[kind]
+        ema_kind[kind] = loss.item() if e is None else 0.95 * e + 0.05 * loss.item()
         if step % 50 == 0 or step == a.steps - 1:
             with torch.no_grad():
                 pred = logits[sel].argmax(-1)
                 word = lab[sel] != pad
                 acc_w = (pred[word] == lab[sel][word]).float().mean().item() if word.any() else float("nan")
-            log(f"[train] step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  word-tok acc {acc_w:.3f}  "
+            per_kind = " ".join(f"{k} {v:.3f}" for k, v in ema_kind.items() if v is not None)
+            log(f"[train] step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f} ({per_kind})  word-tok acc {acc_w:.3f}  "
                 f"aux {loss_aux.item():.3f}  gnorm {gn:.2f}  lr {lr:.2e}  T {T}  {time.time() - t_train:.0f} s", flush=True)
     t_train = time.time() - t_train
     if rank == 0:
@@ -568,9 +800,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="synthesize data, train, write the checkpoint + held-out samples")
     t.add_argument("--out", default=str(ROOT / "models" / "demo"))
-    t.add_argument("--steps", type=int, default=5500)
+    t.add_argument("--steps", type=int, default=12000)
     t.add_argument("--max-warp", type=float, default=0.15,
                    help="augmentation: play each stream exp(U(-w, w)) times faster (0 = off)")
+    t.add_argument("--vtlp", type=float, default=0.1,
+                   help="augmentation: warp the spectrum's frequency axis by exp(U(-v, v)) (formants; 0 = off) ...")
+    t.add_argument("--vtlp-p", type=float, default=0.5, help="... on this share of the streams")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--warmup", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
@@ -585,13 +820,24 @@ def main(argv: list[str] | None = None) -> int:
                      dec_hidden=512, dec_theta=1e3).items():
         t.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     t.add_argument("--bank-cache", help="pickle file caching the synthesized words between runs (development)")
-    t.add_argument("--n-samples", type=int, default=4, help="held-out WAVs bundled in OUT/samples")
+    t.add_argument("--mix", default="0.3,0.35,0.35",
+                   help="share of training streams per kind: words (espeak-ng word by word), espeak, flite (connected)")
     t.set_defaults(fn=cmd_train)
+    sm = sub.add_parser("samples", help="(re)write only the bundled held-out samples OUT/samples")
+    sm.add_argument("--out", default=str(ROOT / "models" / "demo"))
+    sm.add_argument("--seed", type=int, default=0, help="the training seed (samples use seed + 1)")
+    sm.add_argument("--vocab-size", type=int, default=2000)
+    sm.add_argument("--any", action="store_true",
+                    help="the first candidates, whether or not OUT's model transcribes them correctly")
+    sm.set_defaults(fn=cmd_samples)
     e = sub.add_parser("eval-data", help="write held-out utterances (DIR/NNN.wav + NNN.txt)")
     e.add_argument("out_dir")
     e.add_argument("--n", type=int, default=240)
     e.add_argument("--seed", type=int, default=1000)
     e.add_argument("--vocab-size", type=int, default=2000)
+    e.add_argument("--kind", choices=KINDS, default="words",
+                   help="words: espeak-ng word by word (as the original set); espeak: connected espeak-ng sentences; "
+                        "flite: connected flite sentences (held-out speaker rms)")
     e.add_argument("--unseen-accents", action="store_true",
                    help="held-out espeak accents too (en-us-nyc, en-gb-x-gbcwmd), not only held-out variants/speeds/pitches")
     e.set_defaults(fn=cmd_eval_data)

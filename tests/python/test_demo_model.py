@@ -1,5 +1,7 @@
 """The trained demo model (models/demo): every bundled held-out WAV transcribes to its text through every layer --
-eager PyTorch, the `.pte` via `python -m voxtral_rt transcribe --pte`, and the C++ runner offline and streaming."""
+eager PyTorch, the `.pte` via `python -m voxtral_rt transcribe --pte`, and the C++ runner offline and streaming.
+samples/voices.tsv gives each sample's kind (`tools/train_demo.py`: words = espeak-ng words synthesized one by one;
+espeak / flite = whole sentences) and voice."""
 
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ def test_bundle_is_a_small_native_checkpoint():
 
     assert len(SAMPLES) >= 3
     assert all(w.with_suffix(".txt").is_file() for w in SAMPLES)
+    kinds = {line.split("\t")[0]: line.split("\t")[1] for line in (DEMO / "samples" / "voices.tsv").read_text().splitlines()}
+    assert sorted(kinds) == [w.stem for w in SAMPLES]  # every sample says how it was made (`make demo` prints it)
+    assert set(kinds.values()) <= {"words", "espeak", "flite"}
     weights = DEMO / MISTRAL_WEIGHTS
     assert weights.stat().st_size < 10_000_000
     with safe_open(str(weights), framework="pt") as f:
