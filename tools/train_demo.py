@@ -2,7 +2,7 @@
 """Train the tiny demo model: the Voxtral-Realtime architecture and code, trained from scratch on synthetic speech
 (espeak-ng and flite).
 
-    nice -n 19 python tools/train_demo.py train --out models/demo   # 12000 steps: 5 min CPU word bank + 35 min CPU training
+    nice -n 19 python tools/train_demo.py train --out models/demo   # 16800 steps: 5 min CPU word bank + 42 min CPU training
     python tools/train_demo.py eval-data DIR [--n 240] [--kind words|espeak|flite] [--unseen-accents]
     python tools/train_demo.py samples --out models/demo              # only rewrite models/demo/samples (its model
                                                                       # picks the clips it gets right, see SAMPLE_KINDS)
@@ -800,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="synthesize data, train, write the checkpoint + held-out samples")
     t.add_argument("--out", default=str(ROOT / "models" / "demo"))
-    t.add_argument("--steps", type=int, default=12000)
+    t.add_argument("--steps", type=int, default=16800)
     t.add_argument("--max-warp", type=float, default=0.15,
                    help="augmentation: play each stream exp(U(-w, w)) times faster (0 = off)")
     t.add_argument("--vtlp", type=float, default=0.1,

@@ -5,7 +5,7 @@ streams that wrap the caches, and an EOS inside a call.
 The tiny random model emits PAD at 0 % of steps, so most tests wrap it in `PadBiased`: the same model with a
 constant added to the PAD logit (tuned so PAD wins ~75 % of steps, as on speech, while the other steps still come
 from the model), and optionally an EOS forced at one position. Such a wrapper is still a deterministic function of
-the inputs, i.e. a valid model to decode greedily. The demo model (trained) emits PAD at 65-85 % of steps on its
+the inputs, i.e. a valid model to decode greedily. The demo model (trained) emits PAD at 64-85 % of steps on its
 samples, so the C++ runner is tested on it directly.
 """
 
