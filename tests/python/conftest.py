@@ -88,9 +88,7 @@ def exported(tmp_path_factory, name: str, model_dir: Path, *flags: str, tiny_sha
     """`name`.pte of model_dir exported with flags, once per test run; the exporter's stderr is kept beside it
     (export.log) so that every test can check what it printed."""
     def build(d: Path) -> None:
-        r = run_export(model_dir, d / f"{name}.pte", *flags) if tiny_shapes else subprocess.run(
-            [sys.executable, str(EXPORT), "--model-path", str(model_dir), "--output", str(d / f"{name}.pte"), *flags],
-            capture_output=True, text=True, timeout=900)
+        r = run_export(model_dir, d / f"{name}.pte", *flags, tiny_shapes=tiny_shapes)
         assert r.returncode == 0, r.stderr[-3000:]
         (d / "export.log").write_text(r.stderr)
         shutil.copy(model_dir / "tekken.json", d)  # beside the .pte, as users keep it (the CLIs look there)
@@ -98,10 +96,11 @@ def exported(tmp_path_factory, name: str, model_dir: Path, *flags: str, tiny_sha
     return build_once(tmp_path_factory, name, build) / f"{name}.pte"
 
 
-def run_export(model_dir: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
+def run_export(model_dir: Path, out: Path, *flags: str, tiny_shapes: bool = True) -> subprocess.CompletedProcess:
+    """The export CLI; tiny_shapes: small encoder/decoder chunks (8/16 tokens), else the exporter's defaults."""
+    shapes = ["--max-enc-tokens", "8", "--max-dec-tokens", "16"] if tiny_shapes else []
     return subprocess.run([sys.executable, str(EXPORT), "--model-path", str(model_dir), "--output", str(out),
-                           "--max-enc-tokens", "8", "--max-dec-tokens", "16", *flags],
-                          capture_output=True, text=True, timeout=900)
+                           *shapes, *flags], capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="session")
